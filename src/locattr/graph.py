@@ -69,13 +69,14 @@ class Graph:
         for name in ("edge_target", "edge_value"):
             assert len(getattr(self, name)) == n_edges, f"Graph.{name} length != {n_edges} edges"
         if n_nodes:
-            assert 0 <= self.node_layer.min() and self.node_layer.max() < len(self.layers), (
+            assert self.node_layer.min() >= 0 and self.node_layer.max() < len(self.layers), (
                 "node_layer indexes outside `layers`"
             )
+            assert not _has_duplicate_nodes(self), "duplicate (layer, pos, component) nodes"
         if n_edges:
             lo = min(self.edge_source.min(), self.edge_target.min())
             hi = max(self.edge_source.max(), self.edge_target.max())
-            assert 0 <= lo and hi < n_nodes, "edge endpoints index outside the node table"
+            assert lo >= 0 and hi < n_nodes, "edge endpoints index outside the node table"
 
     @property
     def n_nodes(self) -> int:
@@ -198,12 +199,11 @@ class Graph:
         ):
             return False
         key_a, key_b = a.edge_keys(self), b.edge_keys(other)
-        sort_a, sort_b = np.argsort(key_a), np.argsort(key_b)
+        sort_a = np.lexsort((self.edge_value, key_a))
+        sort_b = np.lexsort((other.edge_value, key_b))
         return bool(
             np.array_equal(key_a[sort_a], key_b[sort_b])
-            and np.allclose(
-                self.edge_value[sort_a], other.edge_value[sort_b], rtol=rtol, atol=atol
-            )
+            and np.allclose(self.edge_value[sort_a], other.edge_value[sort_b], rtol=rtol, atol=atol)
         )
 
 
@@ -226,6 +226,18 @@ class _NameOrder:
     def edge_keys(self, graph: Graph) -> NDArray[np.int64]:
         target = self.rank[graph.edge_target].astype(np.int64)
         return target * max(graph.n_nodes, 1) + self.rank[graph.edge_source]
+
+
+def _has_duplicate_nodes(graph: Graph) -> bool:
+    if graph.node_pos.max() < 2**24 and graph.node_component.max() < 2**24:
+        key = (
+            (graph.node_layer.astype(np.int64) << 48)
+            | (graph.node_pos.astype(np.int64) << 24)
+            | graph.node_component.astype(np.int64)
+        )
+        return len(np.unique(key)) != len(key)
+    rows = np.stack([graph.node_layer, graph.node_pos, graph.node_component], axis=1)
+    return len(np.unique(rows, axis=0)) != len(rows)
 
 
 _COLUMN_DTYPES: dict[str, type[np.generic]] = {

@@ -1,0 +1,111 @@
+"""Merging one database into another (shards of one build, or extending a build)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from sqlalchemy import select
+
+from locattr.storage import writes
+from locattr.storage.engine import DatabaseError
+from locattr.storage.models import component_activations_table as ca
+from locattr.storage.models import prompts_table
+
+if TYPE_CHECKING:
+    from locattr.storage.db import LocalAttrDB
+
+_PROMPT_COLUMNS = (
+    "identity",
+    "source",
+    "n_tokens",
+    "token_ids",
+    "tokens",
+    "n_nodes",
+    "n_edges",
+    "n_components",
+    "graph",
+)
+
+
+def check_same_provenance(
+    into: dict[str, object], other: dict[str, object], keys: tuple[str, ...]
+) -> None:
+    """Refuse to mix prompts built from different runs or thresholds."""
+    for key in keys:
+        if key in into and key in other and into[key] != other[key]:
+            raise DatabaseError(
+                f"cannot merge: meta {key!r} differs ({other[key]!r} in the source, "
+                f"{into[key]!r} in the destination); merge only shards of one build"
+            )
+
+
+def merge_databases(into: LocalAttrDB, other: LocalAttrDB, *, batch_size: int) -> int:
+    from locattr.storage.db import PROVENANCE_KEYS
+
+    into_meta, other_meta = into.get_meta(), other.get_meta()
+    check_same_provenance(into_meta, other_meta, PROVENANCE_KEYS)
+    other_layers = other.get_layers()
+    with writes.write_transaction(into.engine) as connection:
+        slots = writes.register_layers(connection, other_layers)
+        writes.set_meta(connection, {k: v for k, v in other_meta.items() if k not in into_meta})
+    remap = _component_id_map(other, slots)
+
+    existing_contexts = set(into.get_activation_contexts())
+    missing_contexts = {
+        key: value
+        for key, value in other.get_activation_contexts().items()
+        if key not in existing_contexts
+    }
+    if missing_contexts:
+        into.set_activation_contexts(missing_contexts)
+
+    added = 0
+    after = 0
+    while True:
+        with other.engine.connect() as source:
+            rows = source.execute(
+                select(prompts_table.c.id, *(prompts_table.c[name] for name in _PROMPT_COLUMNS))
+                .where(prompts_table.c.id > after)
+                .order_by(prompts_table.c.id)
+                .limit(batch_size)
+            ).all()
+            if not rows:
+                return added
+            index = source.execute(
+                select(ca.c.prompt_id, ca.c.component_id, ca.c.max_ci, ca.c.positions)
+                .where(ca.c.prompt_id.in_([row[0] for row in rows]))
+                .order_by(ca.c.prompt_id, ca.c.component_id)
+            ).all()
+        after = rows[-1][0]
+        by_prompt: dict[int, list[tuple[int, float, bytes]]] = {}
+        for prompt_id, component_id, max_ci, positions in index:
+            by_prompt.setdefault(prompt_id, []).append((component_id, max_ci, positions))
+        prepared = []
+        for row in rows:
+            entries = by_prompt.get(row[0], [])
+            prepared.append(
+                writes.PreparedPrompt(
+                    row=dict(zip(_PROMPT_COLUMNS, row[1:], strict=True)),
+                    component_ids=remap[np.array([e[0] for e in entries], dtype=np.int64)],
+                    max_ci=np.array([e[1] for e in entries], dtype=np.float32),
+                    position_blobs=[e[2] for e in entries],
+                )
+            )
+        with writes.write_transaction(into.engine) as connection:
+            new_ids = writes.insert_prompts(connection, prepared)
+        added += sum(new_id is not None for new_id in new_ids)
+        into.checkpoint()
+
+
+def _component_id_map(other: LocalAttrDB, slots: dict[str, writes.LayerSlot]) -> np.ndarray:
+    """Array mapping `other`'s component ids to the destination's."""
+    other_slots = other.layer_slots()
+    size = max((s.first_component_id + s.n_components for s in other_slots.values()), default=0)
+    remap = np.full(size, -1, dtype=np.int64)
+    for name, slot in other_slots.items():
+        target = slots[name]
+        remap[slot.first_component_id : slot.first_component_id + slot.n_components] = np.arange(
+            target.first_component_id, target.first_component_id + target.n_components
+        )
+    return remap

@@ -1,0 +1,122 @@
+"""The database schema: the one place that knows the tables (SQLite and PostgreSQL alike).
+
+Change it only together with a new alembic revision (`alembic revision --autogenerate`), and
+bump `SCHEMA_REVISION` to that revision's id.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SCHEMA_REVISION = "0001_initial"
+"""The alembic revision these models correspond to (checked against alembic's head in tests)."""
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    """Provenance and settings: key -> JSON text (run, thresholds, versions, seed, ...)."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Layer(Base):
+    """A decomposed layer. Its components have ids ``first_component_id + index``."""
+
+    __tablename__ = "layers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(300), unique=True)
+    n_components: Mapped[int] = mapped_column(Integer)
+    first_component_id: Mapped[int] = mapped_column(Integer)
+
+
+class Component(Base):
+    """One rank-1 component, with running statistics over the prompts it fires in."""
+
+    __tablename__ = "components"
+    __table_args__ = (UniqueConstraint("layer_id", "index", name="uq_components_layer_index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    layer_id: Mapped[int] = mapped_column(ForeignKey("layers.id"))
+    index: Mapped[int] = mapped_column(Integer)
+    prompt_count: Mapped[int] = mapped_column(Integer, default=0)
+    sum_max_ci: Mapped[float] = mapped_column(Float, default=0.0)
+    max_max_ci: Mapped[float] = mapped_column(Float, default=0.0)
+    mean_ci: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """Dataset mean CI, from the activation contexts (None until they are stored)."""
+
+
+class ActivationContext(Base):
+    """A component's activation contexts (top firing windows, token statistics) as JSON."""
+
+    __tablename__ = "activation_contexts"
+
+    component_id: Mapped[int] = mapped_column(ForeignKey("components.id"), primary_key=True)
+    data: Mapped[str] = mapped_column(Text)
+
+
+class Prompt(Base):
+    """One prompt and its graph. ``identity`` makes re-adding a prompt a no-op."""
+
+    __tablename__ = "prompts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    identity: Mapped[str] = mapped_column(String(500), unique=True)
+    source: Mapped[str] = mapped_column(Text)
+    """JSON: where the prompt came from (dataset, split, index; or file and line)."""
+    n_tokens: Mapped[int] = mapped_column(Integer)
+    token_ids: Mapped[str] = mapped_column(Text)
+    tokens: Mapped[str] = mapped_column(Text)
+    n_nodes: Mapped[int] = mapped_column(Integer)
+    n_edges: Mapped[int] = mapped_column(BigInteger)
+    n_components: Mapped[int] = mapped_column(Integer)
+    """Number of index rows written with this prompt (checked by consistency tests)."""
+    graph: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    """`locattr.storage.codec` blob; None when the database was built index-only."""
+
+
+class ComponentActivation(Base):
+    """The inverted index: component -> prompts where it fires (CI >= the build threshold).
+
+    The primary key leads with the component, so one component's prompts are one contiguous
+    range (a clustered WITHOUT ROWID table on SQLite). ``positions`` holds the token positions
+    where it fires as little-endian uint16.
+    """
+
+    __tablename__ = "component_activations"
+    __table_args__ = (
+        Index("ix_component_activations_prompt", "prompt_id"),
+        {"sqlite_with_rowid": False},
+    )
+
+    component_id: Mapped[int] = mapped_column(ForeignKey("components.id"), primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(
+        ForeignKey("prompts.id", ondelete="CASCADE"), primary_key=True
+    )
+    max_ci: Mapped[float] = mapped_column(Float)
+    positions: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+meta_table = Base.metadata.tables["meta"]
+layers_table = Base.metadata.tables["layers"]
+components_table = Base.metadata.tables["components"]
+activation_contexts_table = Base.metadata.tables["activation_contexts"]
+prompts_table = Base.metadata.tables["prompts"]
+component_activations_table = Base.metadata.tables["component_activations"]

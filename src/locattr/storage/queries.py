@@ -1,0 +1,223 @@
+"""Every read statement, as SQLAlchemy Core selects usable from sync and async connections.
+
+Each public function builds a statement; `LocalAttrDB` (sync) and the API (async) execute them.
+A request is answered with one or two statements, never one per row.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+from sqlalchemy import Select, and_, func, or_, select
+
+from locattr.errors import LocattrError
+from locattr.storage.models import (
+    activation_contexts_table,
+    component_activations_table,
+    components_table,
+    layers_table,
+    meta_table,
+    prompts_table,
+)
+
+ca = component_activations_table
+MAX_PAGE_SIZE = 1000
+
+
+class QueryError(LocattrError, ValueError):
+    """A query argument out of range (limit, empty key list, ...)."""
+
+
+class CursorError(QueryError):
+    """A pagination cursor that this database did not hand out."""
+
+
+@dataclass(frozen=True)
+class SearchCursor:
+    """Position after the last hit of a page: hits are ordered by (score desc, prompt id)."""
+
+    score: float
+    prompt_id: int
+
+    def encode(self) -> str:
+        raw = orjson.dumps(["s", self.score, self.prompt_id])
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, cursor: str) -> SearchCursor:
+        try:
+            tag, score, prompt_id = orjson.loads(
+                base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+            )
+            assert tag == "s" and isinstance(prompt_id, int) and isinstance(score, int | float)
+        except (
+            binascii.Error,
+            orjson.JSONDecodeError,
+            ValueError,
+            AssertionError,
+            TypeError,
+        ) as error:
+            raise CursorError(
+                f"invalid cursor {cursor!r}: pass back the next_cursor of a previous page"
+            ) from error
+        return cls(float(score), prompt_id)
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise QueryError(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
+    return limit
+
+
+def search_prompts(
+    component_ids: Sequence[int], *, require_all: bool, limit: int, after: SearchCursor | None
+) -> Select[tuple[int, float, int]]:
+    """Prompts where all (or any) of the components fire, best first: (prompt_id, score, total).
+
+    score = sum of the components' max CI in the prompt; ties go to the lower prompt id;
+    total = number of matching prompts over all pages. Fetches ``limit + 1`` rows so the caller
+    can tell whether another page exists.
+    """
+    score = func.sum(ca.c.max_ci).label("score")
+    grouped = (
+        select(ca.c.prompt_id, score, func.count().over().label("total"))
+        .where(ca.c.component_id.in_(component_ids))
+        .group_by(ca.c.prompt_id)
+    )
+    if require_all:
+        grouped = grouped.having(func.count() == len(component_ids))
+    ranked = grouped.subquery()
+    statement = select(ranked.c.prompt_id, ranked.c.score, ranked.c.total)
+    if after is not None:
+        statement = statement.where(
+            or_(
+                ranked.c.score < after.score,
+                and_(ranked.c.score == after.score, ranked.c.prompt_id > after.prompt_id),
+            )
+        )
+    return statement.order_by(ranked.c.score.desc(), ranked.c.prompt_id).limit(limit + 1)
+
+
+def count_matching_prompts(
+    component_ids: Sequence[int], *, require_all: bool
+) -> Select[tuple[int]]:
+    grouped = (
+        select(ca.c.prompt_id).where(ca.c.component_id.in_(component_ids)).group_by(ca.c.prompt_id)
+    )
+    if require_all:
+        grouped = grouped.having(func.count() == len(component_ids))
+    return select(func.count()).select_from(grouped.subquery())
+
+
+def matches_in_prompts(
+    component_ids: Sequence[int], prompt_ids: Sequence[int]
+) -> Select[tuple[int, int, float, bytes]]:
+    """(prompt_id, component_id, max_ci, positions) of the given components in the prompts."""
+    return select(ca.c.prompt_id, ca.c.component_id, ca.c.max_ci, ca.c.positions).where(
+        ca.c.prompt_id.in_(prompt_ids), ca.c.component_id.in_(component_ids)
+    )
+
+
+def layers() -> Select[tuple[int, str, int, int]]:
+    """(id, name, first_component_id, n_components) in model order."""
+    return select(
+        layers_table.c.id,
+        layers_table.c.name,
+        layers_table.c.first_component_id,
+        layers_table.c.n_components,
+    ).order_by(layers_table.c.id)
+
+
+def component_summaries(
+    *, layer_id: int | None = None, only_active: bool = True, limit: int | None = None
+) -> Select[tuple[str, int, int, float, float, float | None]]:
+    """(layer, index, prompt_count, sum_max_ci, max_max_ci, mean_ci), most prompts first."""
+    c = components_table.c
+    statement = select(
+        layers_table.c.name, c.index, c.prompt_count, c.sum_max_ci, c.max_max_ci, c.mean_ci
+    ).join(layers_table, layers_table.c.id == c.layer_id)
+    if layer_id is not None:
+        statement = statement.where(c.layer_id == layer_id)
+    if only_active:
+        statement = statement.where(c.prompt_count > 0)
+    statement = statement.order_by(c.prompt_count.desc(), c.id)
+    return statement.limit(limit) if limit is not None else statement
+
+
+def component_counters(component_id: int) -> Select[tuple[int, float, float, float | None]]:
+    c = components_table.c
+    return select(c.prompt_count, c.sum_max_ci, c.max_max_ci, c.mean_ci).where(c.id == component_id)
+
+
+def top_prompts_of_component(component_id: int, limit: int) -> Select[tuple[int, float]]:
+    """(prompt_id, max_ci) of the prompts where the component fires most strongly."""
+    return (
+        select(ca.c.prompt_id, ca.c.max_ci)
+        .where(ca.c.component_id == component_id)
+        .order_by(ca.c.max_ci.desc(), ca.c.prompt_id)
+        .limit(limit)
+    )
+
+
+def active_component_ids() -> Select[tuple[int]]:
+    return select(components_table.c.id).where(components_table.c.prompt_count > 0)
+
+
+def prompt_by_id(prompt_id: int) -> Select[tuple[int, str, str, str, str, int, int, bool]]:
+    p = prompts_table.c
+    return select(*_prompt_columns()).where(p.id == prompt_id)
+
+
+def prompts_after(
+    after_id: int, limit: int
+) -> Select[tuple[int, str, str, str, str, int, int, bool]]:
+    """A page of prompts in id order (keyset pagination, stable under concurrent inserts)."""
+    p = prompts_table.c
+    return select(*_prompt_columns()).where(p.id > after_id).order_by(p.id).limit(limit)
+
+
+def _prompt_columns() -> tuple[object, ...]:
+    p = prompts_table.c
+    return (
+        p.id,
+        p.identity,
+        p.token_ids,
+        p.tokens,
+        p.source,
+        p.n_nodes,
+        p.n_edges,
+        p.graph.is_not(None),
+    )
+
+
+def prompt_graph(prompt_id: int) -> Select[tuple[bytes | None]]:
+    return select(prompts_table.c.graph).where(prompts_table.c.id == prompt_id)
+
+
+def prompt_count() -> Select[tuple[int]]:
+    return select(func.count()).select_from(prompts_table)
+
+
+def meta_items() -> Select[tuple[str, str]]:
+    return select(meta_table.c.key, meta_table.c.value)
+
+
+def activation_contexts() -> Select[tuple[str, int, str]]:
+    """(layer, index, data JSON) for every component with stored contexts."""
+    c = components_table.c
+    return (
+        select(layers_table.c.name, c.index, activation_contexts_table.c.data)
+        .join(components_table, c.id == activation_contexts_table.c.component_id)
+        .join(layers_table, layers_table.c.id == c.layer_id)
+        .order_by(c.id)
+    )
+
+
+def activation_context(component_id: int) -> Select[tuple[str]]:
+    return select(activation_contexts_table.c.data).where(
+        activation_contexts_table.c.component_id == component_id
+    )

@@ -1,0 +1,115 @@
+"""Plain records that cross the storage boundary (in from generate, out to the API and CLI)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from locattr.graph import Graph
+
+JsonValue = object
+
+
+def identity_for_tokens(token_ids: Sequence[int]) -> str:
+    """A prompt identity from its token ids alone (for prompts from a file or given by hand)."""
+    digest = hashlib.sha256(np.asarray(token_ids, dtype="<i8").tobytes()).hexdigest()
+    return f"tokens:{digest[:32]}"
+
+
+def identity_for_dataset(dataset: str, split: str, index: int) -> str:
+    """A prompt identity from its place in a dataset: the window index after cutting."""
+    return f"dataset:{dataset}:{split}:{index}"
+
+
+@dataclass(frozen=True)
+class PromptRecord:
+    """One prompt to store. The graph's nodes (alive units with their CI) feed the index.
+
+    With ``keep_graph=False`` only the index is written (``locattr-generate --no-graphs``).
+    """
+
+    identity: str
+    token_ids: Sequence[int]
+    tokens: Sequence[str]
+    graph: Graph
+    source: Mapping[str, JsonValue] = field(default_factory=dict)
+    keep_graph: bool = True
+
+    def __post_init__(self) -> None:
+        assert len(self.token_ids) == len(self.tokens), "token_ids and tokens differ in length"
+        assert self.identity, "a prompt needs an identity"
+
+
+@dataclass(frozen=True)
+class PromptInfo:
+    """A stored prompt, without its graph."""
+
+    id: int
+    identity: str
+    token_ids: list[int]
+    tokens: list[str]
+    source: dict[str, JsonValue]
+    n_nodes: int
+    n_edges: int
+    has_graph: bool
+
+
+@dataclass(frozen=True)
+class ComponentStats:
+    """How often a component fires across the stored prompts (CI >= the build threshold)."""
+
+    key: str
+    prompt_count: int
+    mean_max_ci: float
+    """Mean over the prompts where it fires of its largest CI in that prompt (0 if none)."""
+    max_max_ci: float
+    top_prompt_ids: list[int]
+    """Prompts with the highest max CI first (ties: lower id first)."""
+    mean_ci: float | None
+    """Dataset mean CI from the activation contexts, when they were computed."""
+
+
+@dataclass(frozen=True)
+class ComponentSummary:
+    key: str
+    layer: str
+    index: int
+    prompt_count: int
+    mean_max_ci: float
+    max_max_ci: float
+    mean_ci: float | None
+
+
+@dataclass(frozen=True)
+class ComponentMatch:
+    """A queried component in one matching prompt: its max CI and where it fires."""
+
+    max_ci: float
+    positions: list[int]
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    prompt_id: int
+    score: float
+    """Sum over the queried components present in the prompt of their max CI there."""
+    matches: dict[str, ComponentMatch]
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    """One page of a ranked search. Pass ``next_cursor`` back to get the next page."""
+
+    hits: list[SearchHit]
+    total: int
+    """Number of matching prompts over all pages."""
+    next_cursor: str | None
+    unknown_keys: list[str]
+    """Well-formed keys that name no component of this database (they match nothing)."""
+
+    @property
+    def prompt_ids(self) -> list[int]:
+        return [hit.prompt_id for hit in self.hits]
