@@ -218,8 +218,10 @@ def test_readonly_database_refuses_writes(db_url: str) -> None:
         assert reader.get_prompt_count() == 1
         with pytest.raises(DatabaseError, match="read-only"):
             reader.add_prompt(fixed_record("q", {"h.0.mlp.c_fc:1": [(0, 0.5)]}))
-        with pytest.raises(Exception, match="(?i)read.?only"):
-            with reader.engine.begin() as connection:
-                connection.exec_driver_sql("DELETE FROM prompts")
+        with (
+            pytest.raises(Exception, match="(?i)read.?only"),
+            reader.engine.begin() as connection,
+        ):
+            connection.exec_driver_sql("DELETE FROM prompts")
     with LocalAttrDB(db_url, readonly=True) as reader:
         assert reader.get_prompt_count() == 1

@@ -78,7 +78,9 @@ def create_sync_engine(target: DatabaseTarget, *, readonly: bool = False) -> Eng
     if target.sqlite_path is None:
         options: dict[str, Any] = {"pool_pre_ping": True}
         if readonly:
+            # One snapshot per transaction, so a request's two statements agree.
             options["execution_options"] = {"postgresql_readonly": True}
+            options["isolation_level"] = "REPEATABLE READ"
         return create_engine(target.url, **options)
     url = _sqlite_url(target.sqlite_path, "sqlite+pysqlite", readonly)
     engine = create_engine(url)
@@ -92,7 +94,9 @@ def create_async_engine_for(target: DatabaseTarget, *, readonly: bool = True) ->
         url = target.url.set(drivername="postgresql+asyncpg")
         options: dict[str, Any] = {"pool_pre_ping": True}
         if readonly:
+            # One snapshot per transaction, so a request's two statements agree.
             options["execution_options"] = {"postgresql_readonly": True}
+            options["isolation_level"] = "REPEATABLE READ"
         return create_async_engine(url, **options)
     engine = create_async_engine(_sqlite_url(target.sqlite_path, "sqlite+aiosqlite", readonly))
     _configure_sqlite(engine.sync_engine, target.sqlite_path, readonly=readonly)

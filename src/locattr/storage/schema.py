@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from locattr.storage.engine import DatabaseError, DatabaseTarget, create_sync_engine
 from locattr.storage.models import SCHEMA_REVISION
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,6 +26,8 @@ def migrations_dir() -> Path:
 
 
 def alembic_config(target: DatabaseTarget, connection: Connection | None = None) -> Config:
+    from alembic.config import Config  # alembic is needed only to create or upgrade
+
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
     config.set_main_option("sqlalchemy.url", target.url.render_as_string(hide_password=False))
@@ -36,8 +40,7 @@ def upgrade(target: DatabaseTarget) -> str:
     """Bring `target` to the current schema (creating it if empty); returns the new revision."""
     engine = create_sync_engine(target)
     try:
-        with engine.begin() as connection:
-            command.upgrade(alembic_config(target, connection), "head")
+        _upgrade_to_head(engine, target)
         return current_revision(engine, target) or SCHEMA_REVISION
     finally:
         engine.dispose()
@@ -73,11 +76,17 @@ def check_revision(engine: Engine, target: DatabaseTarget, *, create: bool) -> N
     if revision is None:
         if not create:
             raise DatabaseError(f"{target.display} is empty: build it with locattr-generate")
-        with engine.begin() as connection:
-            command.upgrade(alembic_config(target, connection), "head")
+        _upgrade_to_head(engine, target)
         return
     raise DatabaseError(
         f"{target.display} is at schema revision {revision!r} but this locattr uses "
         f"{SCHEMA_REVISION!r}: run `locattr db upgrade --db {target.display}` (if the database "
         "is newer than this locattr, upgrade locattr instead)"
     )
+
+
+def _upgrade_to_head(engine: Engine, target: DatabaseTarget) -> None:
+    from alembic import command
+
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(target, connection), "head")
