@@ -1,13 +1,18 @@
 """locattr: local attribution graphs of SPD-decomposed language models."""
 
-from locattr.graph import Graph
+from typing import TYPE_CHECKING, Any
+
+from locattr.graph import Edge, Graph, Node
+
+if TYPE_CHECKING:
+    from locattr.storage import LocalAttrDB
 
 __version__ = "0.1.0"
 
-__all__ = ["Graph", "LocalAttrDB", "__version__"]
+__all__ = ["Edge", "Graph", "LocalAttrDB", "Node", "__version__"]
 
 
-def __getattr__(name: str) -> object:
+def __getattr__(name: str) -> Any:
     # LocalAttrDB pulls in SQLAlchemy; import it lazily so `locattr.compute` stays light.
     if name == "LocalAttrDB":
         from locattr.storage import LocalAttrDB

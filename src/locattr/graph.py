@@ -106,10 +106,10 @@ class Graph:
         """Edges as records, in edge-table order."""
         nodes = self.nodes
         return [
-            Edge(*nodes[s][:3], *nodes[t][:3], value)
-            for s, t, value in zip(
-                self.edge_source.tolist(),
-                self.edge_target.tolist(),
+            Edge(a.layer, a.pos, a.component, b.layer, b.pos, b.component, value)
+            for a, b, value in zip(
+                (nodes[s] for s in self.edge_source.tolist()),
+                (nodes[t] for t in self.edge_target.tolist()),
                 self.edge_value.tolist(),
                 strict=True,
             )

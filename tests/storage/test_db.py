@@ -40,7 +40,7 @@ def test_prompt_graph_and_index_round_trip(layered: LocalAttrDB) -> None:
     rng = np.random.default_rng(1)
     records = [random_record(rng) for _ in range(5)]
     ids = layered.add_prompts(records)
-    assert ids == sorted(ids) and None not in ids
+    assert None not in ids and ids == sorted(i for i in ids if i is not None)
     assert layered.get_prompt_count() == 5
     for prompt_id, record in zip(ids, records, strict=True):
         assert prompt_id is not None

@@ -69,7 +69,7 @@ def query_search(
         page = database.find_prompts_with_components(
             keys, require_all=not any_, limit=limit, cursor=cursor
         )
-        previews = {hit.prompt_id: database.get_prompt(hit.prompt_id) for hit in page.hits}
+        previews = {info.id: info for info in database.get_prompts(page.prompt_ids)}
     for key in page.unknown_keys:
         console.print(f"unknown component {key}: no such layer or index here", style="yellow")
     mode = "any" if any_ else "all"
@@ -77,7 +77,7 @@ def query_search(
     for column in ("prompt", "score", "matches (max CI @ positions)", "text"):
         table.add_column(column, overflow="fold")
     for hit in page.hits:
-        info = previews[hit.prompt_id]
+        info = previews.get(hit.prompt_id)
         matches = "\n".join(
             f"{key} {m.max_ci:.3f} @ {m.positions}" for key, m in hit.matches.items()
         )

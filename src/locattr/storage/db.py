@@ -159,6 +159,13 @@ class LocalAttrDB:
             row = connection.execute(queries.prompt_by_id(prompt_id)).first()
         return _prompt_info(row) if row is not None else None
 
+    def get_prompts(self, prompt_ids: Sequence[int]) -> list[PromptInfo]:
+        """Several prompts in one statement, in the order asked (unknown ids are left out)."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(queries.prompts_by_ids(prompt_ids)).all()
+        by_id = {row[0]: row for row in rows}
+        return [_prompt_info(by_id[i]) for i in prompt_ids if i in by_id]
+
     def get_graph(self, prompt_id: int) -> Graph | None:
         """The prompt's graph; None if there is no such prompt or it was stored index-only."""
         with self.engine.connect() as connection:
@@ -192,7 +199,7 @@ class LocalAttrDB:
         return {f"{layer}:{index}": orjson.loads(data) for layer, index, data in rows}
 
     def get_activation_context(self, key: str) -> dict[str, Any] | None:
-        component_id = self._component_id(ComponentKey.parse(key), missing_ok=True)
+        component_id = self._find_component_id(ComponentKey.parse(key))
         if component_id is None:
             return None
         data = self._scalar(queries.activation_context(component_id))
@@ -233,7 +240,7 @@ class LocalAttrDB:
 
     def get_component_stats(self, key: str, *, top_k: int = 10) -> ComponentStats | None:
         """How often and how strongly `key` fires; None if no such component exists."""
-        component_id = self._component_id(ComponentKey.parse(key), missing_ok=True)
+        component_id = self._find_component_id(ComponentKey.parse(key))
         if component_id is None:
             return None
         with self.engine.connect() as connection:
@@ -273,7 +280,7 @@ class LocalAttrDB:
         ids: dict[int, str] = {}
         unknown: list[str] = []
         for key in parsed:
-            component_id = self._component_id(key, missing_ok=True)
+            component_id = self._find_component_id(key)
             if component_id is None:
                 unknown.append(str(key))
             else:
@@ -342,13 +349,17 @@ class LocalAttrDB:
                 self._slots = writes.read_layer_slots(connection)
         return self._slots
 
-    def _component_id(self, key: ComponentKey, *, missing_ok: bool = False) -> int | None:
+    def _find_component_id(self, key: ComponentKey) -> int | None:
         slot = self._layer_slots().get(key.layer) or self._layer_slots(refresh=True).get(key.layer)
         if slot is not None and key.index < slot.n_components:
             return slot.first_component_id + key.index
-        if missing_ok:
-            return None
-        raise DatabaseError(f"no component {key} in {self.target.display}")
+        return None
+
+    def _component_id(self, key: ComponentKey) -> int:
+        component_id = self._find_component_id(key)
+        if component_id is None:
+            raise DatabaseError(f"no component {key} in {self.target.display}")
+        return component_id
 
     def _id_to_key(self) -> dict[int, str]:
         return {

@@ -10,6 +10,7 @@ import base64
 import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, TypeAlias, Unpack
 
 import orjson
 from sqlalchemy import Select, and_, func, or_, select
@@ -25,6 +26,7 @@ from locattr.storage.models import (
 )
 
 ca = component_activations_table
+AnySelect: TypeAlias = Select[Unpack[tuple[Any, ...]]]
 MAX_PAGE_SIZE = 1000
 
 
@@ -75,7 +77,7 @@ def check_limit(limit: int) -> int:
 
 def search_prompts(
     component_ids: Sequence[int], *, require_all: bool, limit: int, after: SearchCursor | None
-) -> Select[tuple[int, float, int]]:
+) -> AnySelect:
     """Prompts where all (or any) of the components fire, best first: (prompt_id, score, total).
 
     score = sum of the components' max CI in the prompt; ties go to the lower prompt id;
@@ -102,9 +104,7 @@ def search_prompts(
     return statement.order_by(ranked.c.score.desc(), ranked.c.prompt_id).limit(limit + 1)
 
 
-def count_matching_prompts(
-    component_ids: Sequence[int], *, require_all: bool
-) -> Select[tuple[int]]:
+def count_matching_prompts(component_ids: Sequence[int], *, require_all: bool) -> AnySelect:
     grouped = (
         select(ca.c.prompt_id).where(ca.c.component_id.in_(component_ids)).group_by(ca.c.prompt_id)
     )
@@ -113,16 +113,14 @@ def count_matching_prompts(
     return select(func.count()).select_from(grouped.subquery())
 
 
-def matches_in_prompts(
-    component_ids: Sequence[int], prompt_ids: Sequence[int]
-) -> Select[tuple[int, int, float, bytes]]:
+def matches_in_prompts(component_ids: Sequence[int], prompt_ids: Sequence[int]) -> AnySelect:
     """(prompt_id, component_id, max_ci, positions) of the given components in the prompts."""
     return select(ca.c.prompt_id, ca.c.component_id, ca.c.max_ci, ca.c.positions).where(
         ca.c.prompt_id.in_(prompt_ids), ca.c.component_id.in_(component_ids)
     )
 
 
-def layers() -> Select[tuple[int, str, int, int]]:
+def layers() -> AnySelect:
     """(id, name, first_component_id, n_components) in model order."""
     return select(
         layers_table.c.id,
@@ -134,7 +132,7 @@ def layers() -> Select[tuple[int, str, int, int]]:
 
 def component_summaries(
     *, layer_id: int | None = None, only_active: bool = True, limit: int | None = None
-) -> Select[tuple[str, int, int, float, float, float | None]]:
+) -> AnySelect:
     """(layer, index, prompt_count, sum_max_ci, max_max_ci, mean_ci), most prompts first."""
     c = components_table.c
     statement = select(
@@ -148,12 +146,12 @@ def component_summaries(
     return statement.limit(limit) if limit is not None else statement
 
 
-def component_counters(component_id: int) -> Select[tuple[int, float, float, float | None]]:
+def component_counters(component_id: int) -> AnySelect:
     c = components_table.c
     return select(c.prompt_count, c.sum_max_ci, c.max_max_ci, c.mean_ci).where(c.id == component_id)
 
 
-def top_prompts_of_component(component_id: int, limit: int) -> Select[tuple[int, float]]:
+def top_prompts_of_component(component_id: int, limit: int) -> AnySelect:
     """(prompt_id, max_ci) of the prompts where the component fires most strongly."""
     return (
         select(ca.c.prompt_id, ca.c.max_ci)
@@ -163,24 +161,26 @@ def top_prompts_of_component(component_id: int, limit: int) -> Select[tuple[int,
     )
 
 
-def active_component_ids() -> Select[tuple[int]]:
+def active_component_ids() -> AnySelect:
     return select(components_table.c.id).where(components_table.c.prompt_count > 0)
 
 
-def prompt_by_id(prompt_id: int) -> Select[tuple[int, str, str, str, str, int, int, bool]]:
+def prompt_by_id(prompt_id: int) -> AnySelect:
     p = prompts_table.c
     return select(*_prompt_columns()).where(p.id == prompt_id)
 
 
-def prompts_after(
-    after_id: int, limit: int
-) -> Select[tuple[int, str, str, str, str, int, int, bool]]:
+def prompts_by_ids(prompt_ids: Sequence[int]) -> AnySelect:
+    return select(*_prompt_columns()).where(prompts_table.c.id.in_(prompt_ids))
+
+
+def prompts_after(after_id: int, limit: int) -> AnySelect:
     """A page of prompts in id order (keyset pagination, stable under concurrent inserts)."""
     p = prompts_table.c
     return select(*_prompt_columns()).where(p.id > after_id).order_by(p.id).limit(limit)
 
 
-def _prompt_columns() -> tuple[object, ...]:
+def _prompt_columns() -> tuple[Any, ...]:
     p = prompts_table.c
     return (
         p.id,
@@ -194,19 +194,19 @@ def _prompt_columns() -> tuple[object, ...]:
     )
 
 
-def prompt_graph(prompt_id: int) -> Select[tuple[bytes | None]]:
+def prompt_graph(prompt_id: int) -> AnySelect:
     return select(prompts_table.c.graph).where(prompts_table.c.id == prompt_id)
 
 
-def prompt_count() -> Select[tuple[int]]:
+def prompt_count() -> AnySelect:
     return select(func.count()).select_from(prompts_table)
 
 
-def meta_items() -> Select[tuple[str, str]]:
+def meta_items() -> AnySelect:
     return select(meta_table.c.key, meta_table.c.value)
 
 
-def activation_contexts() -> Select[tuple[str, int, str]]:
+def activation_contexts() -> AnySelect:
     """(layer, index, data JSON) for every component with stored contexts."""
     c = components_table.c
     return (
@@ -217,7 +217,7 @@ def activation_contexts() -> Select[tuple[str, int, str]]:
     )
 
 
-def activation_context(component_id: int) -> Select[tuple[str]]:
+def activation_context(component_id: int) -> AnySelect:
     return select(activation_contexts_table.c.data).where(
         activation_contexts_table.c.component_id == component_id
     )
