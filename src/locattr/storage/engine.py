@@ -22,6 +22,7 @@ from locattr.errors import LocattrError
 
 WRITER_BUSY_TIMEOUT_MS = 120_000
 READER_BUSY_TIMEOUT_MS = 10_000
+SQLITE_CACHE_KIB = 64 * 1024
 
 
 class DatabaseError(LocattrError):
@@ -123,6 +124,8 @@ def _configure_sqlite(engine: Engine, path: Path, *, readonly: bool) -> None:
             if not readonly:
                 cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")
+            # Searches scan index ranges repeatedly: a larger page cache than the 2 MB default.
+            cursor.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
             cursor.execute("PRAGMA foreign_keys = ON")
         except sqlite3.DatabaseError as error:
             raise DatabaseError(
