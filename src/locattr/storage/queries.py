@@ -10,7 +10,7 @@ import base64
 import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias, Unpack
+from typing import Any, TypeAlias
 
 import orjson
 from sqlalchemy import Select, and_, func, or_, select
@@ -26,7 +26,7 @@ from locattr.storage.models import (
 )
 
 ca = component_activations_table
-AnySelect: TypeAlias = Select[Unpack[tuple[Any, ...]]]
+AnySelect: TypeAlias = Select[*tuple[Any, ...]]
 MAX_PAGE_SIZE = 1000
 
 
