@@ -1,0 +1,223 @@
+"""Read operations on one open connection, shared by `LocalAttrDB` (sync) and the API.
+
+The API runs them on its async connections with ``AsyncConnection.run_sync``, so the row
+handling below exists once. Each answers with one or two statements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection
+
+from locattr.storage import queries
+from locattr.storage.index_rows import decode_positions
+from locattr.storage.keys import ComponentKey, parse_keys
+from locattr.storage.records import (
+    ComponentMatch,
+    ComponentStats,
+    ComponentSummary,
+    PromptInfo,
+    SearchHit,
+    SearchPage,
+)
+from locattr.storage.writes import LayerSlot, read_layer_slots
+
+
+class LayerCache:
+    """The layer table (small, rarely changing), re-read when a key names an unknown layer."""
+
+    def __init__(self) -> None:
+        self._slots: dict[str, LayerSlot] = {}
+
+    def slots(self, connection: Connection, *, refresh: bool = False) -> dict[str, LayerSlot]:
+        if refresh or not self._slots:
+            self._slots = read_layer_slots(connection)
+        return self._slots
+
+    def component_id(self, connection: Connection, key: ComponentKey) -> int | None:
+        """The component's id, or None if this database has no such layer or index."""
+        slot = self.slots(connection).get(key.layer)
+        if slot is None:
+            slot = self.slots(connection, refresh=True).get(key.layer)
+        if slot is not None and key.index < slot.n_components:
+            return slot.first_component_id + key.index
+        return None
+
+    def key_of(self, connection: Connection, component_id: int) -> str:
+        for name, slot in self.slots(connection).items():
+            if 0 <= component_id - slot.first_component_id < slot.n_components:
+                return f"{name}:{component_id - slot.first_component_id}"
+        raise KeyError(component_id)
+
+
+def prompt_info(row: Sequence[Any]) -> PromptInfo:
+    prompt_id, identity, token_ids, tokens, source, n_nodes, n_edges, has_graph = row
+    return PromptInfo(
+        id=prompt_id,
+        identity=identity,
+        token_ids=orjson.loads(token_ids),
+        tokens=orjson.loads(tokens),
+        source=orjson.loads(source),
+        n_nodes=n_nodes,
+        n_edges=n_edges,
+        has_graph=bool(has_graph),
+    )
+
+
+def get_prompts(connection: Connection, prompt_ids: Sequence[int]) -> list[PromptInfo]:
+    """Prompts in the order asked; unknown ids are left out."""
+    if not prompt_ids:
+        return []
+    rows = connection.execute(queries.prompts_by_ids(prompt_ids)).all()
+    by_id = {row[0]: row for row in rows}
+    return [prompt_info(by_id[i]) for i in prompt_ids if i in by_id]
+
+
+def list_prompts(connection: Connection, *, after_id: int, limit: int) -> list[PromptInfo]:
+    rows = connection.execute(queries.prompts_after(after_id, limit)).all()
+    return [prompt_info(row) for row in rows]
+
+
+def get_graph_blob(connection: Connection, prompt_id: int) -> bytes | None:
+    return connection.execute(queries.prompt_graph(prompt_id)).scalar()
+
+
+def get_meta(connection: Connection) -> dict[str, Any]:
+    rows = connection.execute(queries.meta_items()).all()
+    return {key: orjson.loads(value) for key, value in rows}
+
+
+def prompt_count(connection: Connection) -> int:
+    return int(connection.execute(queries.prompt_count()).scalar_one())
+
+
+def search(
+    connection: Connection,
+    layers: LayerCache,
+    keys: Iterable[str],
+    *,
+    require_all: bool,
+    limit: int,
+    cursor: str | None,
+) -> SearchPage:
+    """Ranked prompts where all (or any) components fire; see `queries.search_prompts`."""
+    parsed = parse_keys(keys)
+    if not parsed:
+        raise queries.QueryError("give at least one component key ('layer:index')")
+    queries.check_limit(limit)
+    after = queries.SearchCursor.decode(cursor) if cursor else None
+    key_of: dict[int, str] = {}
+    unknown: list[str] = []
+    for key in parsed:
+        component_id = layers.component_id(connection, key)
+        if component_id is None:
+            unknown.append(str(key))
+        else:
+            key_of[component_id] = str(key)
+    if not key_of or (require_all and unknown):
+        return SearchPage(hits=[], total=0, next_cursor=None, unknown_keys=unknown)
+    ids = list(key_of)
+    rows = connection.execute(
+        queries.search_prompts(ids, require_all=require_all, limit=limit, after=after)
+    ).all()
+    page = rows[:limit]
+    if rows:
+        total = int(rows[0][2])
+    elif after is None:
+        total = 0
+    else:  # past the last page: the count is not in the (empty) result
+        total = int(
+            connection.execute(
+                queries.count_matching_prompts(ids, require_all=require_all)
+            ).scalar_one()
+        )
+    matches: dict[int, dict[str, ComponentMatch]] = {}
+    if page:
+        match_rows = connection.execute(
+            queries.matches_in_prompts(ids, [row[0] for row in page])
+        ).all()
+        for prompt_id, component_id, max_ci, positions in match_rows:
+            matches.setdefault(prompt_id, {})[key_of[component_id]] = ComponentMatch(
+                max_ci=max_ci, positions=decode_positions(positions)
+            )
+    ordered_keys = list(key_of.values())
+    hits = [
+        SearchHit(
+            prompt_id=prompt_id,
+            score=score,
+            matches={k: matches[prompt_id][k] for k in ordered_keys if k in matches[prompt_id]},
+        )
+        for prompt_id, score, _ in page
+    ]
+    next_cursor = (
+        queries.SearchCursor(page[-1][1], page[-1][0]).encode() if len(rows) > limit else None
+    )
+    return SearchPage(hits=hits, total=total, next_cursor=next_cursor, unknown_keys=unknown)
+
+
+def component_stats(
+    connection: Connection, layers: LayerCache, key: str, *, top_k: int
+) -> ComponentStats | None:
+    parsed = ComponentKey.parse(key)
+    component_id = layers.component_id(connection, parsed)
+    if component_id is None:
+        return None
+    count, total, maximum, mean_ci = connection.execute(
+        queries.component_counters(component_id)
+    ).one()
+    top = connection.execute(queries.top_prompts_of_component(component_id, top_k)).all()
+    return ComponentStats(
+        key=str(parsed),
+        prompt_count=count,
+        mean_max_ci=total / count if count else 0.0,
+        max_max_ci=maximum,
+        top_prompt_ids=[prompt_id for prompt_id, _ in top],
+        mean_ci=mean_ci,
+    )
+
+
+def list_components(
+    connection: Connection, layers: LayerCache, *, layer: str | None, limit: int
+) -> list[ComponentSummary]:
+    """Components that fire in stored prompts, most prompts first."""
+    layer_id = None
+    if layer is not None:
+        slot = layers.slots(connection, refresh=True).get(layer)
+        if slot is None:
+            return []
+        layer_id = slot.id
+    statement = queries.component_summaries(layer_id=layer_id, limit=queries.check_limit(limit))
+    return [
+        ComponentSummary(
+            key=f"{name}:{index}",
+            layer=name,
+            index=index,
+            prompt_count=count,
+            mean_max_ci=total / count if count else 0.0,
+            max_max_ci=maximum,
+            mean_ci=mean_ci,
+        )
+        for name, index, count, total, maximum, mean_ci in connection.execute(statement).all()
+    ]
+
+
+def activation_context(
+    connection: Connection, layers: LayerCache, key: str
+) -> dict[str, Any] | None:
+    component_id = layers.component_id(connection, ComponentKey.parse(key))
+    if component_id is None:
+        return None
+    data = connection.execute(queries.activation_context(component_id)).scalar()
+    return orjson.loads(data) if data is not None else None
+
+
+def activation_contexts(connection: Connection) -> dict[str, dict[str, Any]]:
+    rows = connection.execute(queries.activation_contexts()).all()
+    return {f"{layer}:{index}": orjson.loads(data) for layer, index, data in rows}
+
+
+def layer_sizes(slots: Mapping[str, LayerSlot]) -> dict[str, int]:
+    return {name: slot.n_components for name, slot in slots.items()}
