@@ -82,7 +82,7 @@ def query_search(
             f"{key} {m.max_ci:.3f} @ {m.positions}" for key, m in hit.matches.items()
         )
         table.add_row(
-            str(hit.prompt_id), f"{hit.score:.3f}", matches, _preview(info.tokens if info else [])
+            str(hit.prompt_id), f"{hit.score:.3f}", matches, info.preview(60) if info else ""
         )
     console.print(table)
     if page.next_cursor:
@@ -183,9 +183,25 @@ def merge(
         console.print(f"{into.target.display}: {into.get_prompt_count()} prompts")
 
 
-def _preview(tokens: list[str], width: int = 60) -> str:
-    text = "".join(tokens).strip()  # token strings are display strings with their spaces
-    return text if len(text) <= width else text[: width - 1] + "…"
+@app.command("serve")
+def serve(
+    db: DbOption,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    host: Annotated[str, typer.Option(help="Interface to bind (all: 0.0.0.0).")] = "127.0.0.1",
+    cors: Annotated[
+        list[str] | None, typer.Option(help="Allow browser calls from this origin (repeatable).")
+    ] = None,
+) -> None:
+    """Serve a database over HTTP: the API under /api, docs at /docs, the frontend at /."""
+    import uvicorn
+
+    from locattr.api import create_app
+    from locattr.api.settings import Settings
+
+    LocalAttrDB(db, readonly=True).close()  # refuse to start on a bad database, clearly
+    application = create_app(Settings(db=db, cors_origins=cors or []))
+    console.print(f"serving {resolve_target(db).display} on http://{host}:{port}")
+    uvicorn.run(application, host=host, port=port, log_level="warning")
 
 
 def main() -> None:

@@ -89,11 +89,20 @@ def create_sync_engine(target: DatabaseTarget, *, readonly: bool = False) -> Eng
     return engine
 
 
-def create_async_engine_for(target: DatabaseTarget, *, readonly: bool = True) -> AsyncEngine:
-    """An async engine (aiosqlite / asyncpg) for `target`, read-only by default (the API's)."""
+def create_async_engine_for(
+    target: DatabaseTarget, *, readonly: bool = True, timeout_s: float | None = None
+) -> AsyncEngine:
+    """An async engine (aiosqlite / asyncpg) for `target`, read-only by default (the API's).
+
+    On PostgreSQL `timeout_s` becomes the server's statement timeout; SQLite callers enforce
+    their own (see `locattr.api.database`).
+    """
     if target.sqlite_path is None:
         url = target.url.set(drivername="postgresql+asyncpg")
         options: dict[str, Any] = {"pool_pre_ping": True}
+        if timeout_s is not None:
+            timeout_ms = str(int(timeout_s * 1000))
+            options["connect_args"] = {"server_settings": {"statement_timeout": timeout_ms}}
         if readonly:
             # One snapshot per transaction, so a request's two statements agree.
             options["execution_options"] = {"postgresql_readonly": True}

@@ -38,6 +38,25 @@ class CursorError(QueryError):
     """A pagination cursor that this database did not hand out."""
 
 
+def encode_cursor(tag: str, *values: float | int) -> str:
+    """An opaque page cursor: base64url of a tagged JSON list."""
+    return base64.urlsafe_b64encode(orjson.dumps([tag, *values])).decode().rstrip("=")
+
+
+def decode_cursor(tag: str, cursor: str) -> list[Any]:
+    """The values of a cursor made by `encode_cursor` with the same tag."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        decoded = orjson.loads(base64.urlsafe_b64decode(padded))
+        assert isinstance(decoded, list) and decoded and decoded[0] == tag
+        assert all(isinstance(v, int | float) and not isinstance(v, bool) for v in decoded[1:])
+    except (binascii.Error, orjson.JSONDecodeError, ValueError, AssertionError) as error:
+        raise CursorError(
+            f"invalid cursor {cursor!r}: pass back the next_cursor of a previous page"
+        ) from error
+    return decoded[1:]
+
+
 @dataclass(frozen=True)
 class SearchCursor:
     """Position after the last hit of a page: hits are ordered by (score desc, prompt id)."""
@@ -46,27 +65,29 @@ class SearchCursor:
     prompt_id: int
 
     def encode(self) -> str:
-        raw = orjson.dumps(["s", self.score, self.prompt_id])
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        return encode_cursor("s", self.score, self.prompt_id)
 
     @classmethod
     def decode(cls, cursor: str) -> SearchCursor:
-        try:
-            tag, score, prompt_id = orjson.loads(
-                base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-            )
-            assert tag == "s" and isinstance(prompt_id, int) and isinstance(score, int | float)
-        except (
-            binascii.Error,
-            orjson.JSONDecodeError,
-            ValueError,
-            AssertionError,
-            TypeError,
-        ) as error:
-            raise CursorError(
-                f"invalid cursor {cursor!r}: pass back the next_cursor of a previous page"
-            ) from error
-        return cls(float(score), prompt_id)
+        values = decode_cursor("s", cursor)
+        if len(values) != 2 or not isinstance(values[1], int):
+            raise CursorError(f"invalid cursor {cursor!r}: not a search cursor")
+        return cls(float(values[0]), values[1])
+
+
+def encode_id_cursor(last_id: int) -> str:
+    """Cursor for lists in id order (prompts, activation contexts)."""
+    return encode_cursor("i", last_id)
+
+
+def decode_id_cursor(cursor: str | None) -> int:
+    """The id after which the next page starts (0 for the first page)."""
+    if not cursor:
+        return 0
+    values = decode_cursor("i", cursor)
+    if len(values) != 1 or not isinstance(values[0], int):
+        raise CursorError(f"invalid cursor {cursor!r}: not a list cursor")
+    return values[0]
 
 
 def check_limit(limit: int) -> int:
@@ -208,15 +229,21 @@ def meta_items() -> AnySelect:
     return select(meta_table.c.key, meta_table.c.value)
 
 
-def activation_contexts() -> AnySelect:
-    """(layer, index, data JSON) for every component with stored contexts."""
+def activation_contexts(
+    *, after_id: int = -1, limit: int | None = None, layer_id: int | None = None
+) -> AnySelect:
+    """(component id, layer, index, data JSON) of components with stored contexts, by id."""
     c = components_table.c
-    return (
-        select(layers_table.c.name, c.index, activation_contexts_table.c.data)
+    statement = (
+        select(c.id, layers_table.c.name, c.index, activation_contexts_table.c.data)
         .join(components_table, c.id == activation_contexts_table.c.component_id)
         .join(layers_table, layers_table.c.id == c.layer_id)
+        .where(c.id > after_id)
         .order_by(c.id)
     )
+    if layer_id is not None:
+        statement = statement.where(c.layer_id == layer_id)
+    return statement.limit(limit) if limit is not None else statement
 
 
 def activation_context(component_id: int) -> AnySelect:

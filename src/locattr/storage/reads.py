@@ -216,7 +216,29 @@ def activation_context(
 
 def activation_contexts(connection: Connection) -> dict[str, dict[str, Any]]:
     rows = connection.execute(queries.activation_contexts()).all()
-    return {f"{layer}:{index}": orjson.loads(data) for layer, index, data in rows}
+    return {f"{layer}:{index}": orjson.loads(data) for _, layer, index, data in rows}
+
+
+def activation_context_page(
+    connection: Connection, layers: LayerCache, *, layer: str | None, limit: int, cursor: str | None
+) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """A page of activation contexts in component order, and the cursor of the next page."""
+    after = queries.decode_id_cursor(cursor) if cursor else -1
+    layer_id = None
+    if layer is not None:
+        slot = layers.slots(connection, refresh=True).get(layer)
+        if slot is None:
+            return {}, None
+        layer_id = slot.id
+    statement = queries.activation_contexts(
+        after_id=after, limit=queries.check_limit(limit) + 1, layer_id=layer_id
+    )
+    rows = connection.execute(statement).all()
+    page = {
+        f"{layer_name}:{index}": orjson.loads(data) for _, layer_name, index, data in rows[:limit]
+    }
+    next_cursor = queries.encode_id_cursor(rows[limit - 1][0]) if len(rows) > limit else None
+    return page, next_cursor
 
 
 def layer_sizes(slots: Mapping[str, LayerSlot]) -> dict[str, int]:

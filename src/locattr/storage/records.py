@@ -56,6 +56,11 @@ class PromptInfo:
     n_edges: int
     has_graph: bool
 
+    def preview(self, width: int = 80) -> str:
+        """The prompt's text (token strings carry their own spaces), cut to `width`."""
+        text = "".join(self.tokens).strip()
+        return text if len(text) <= width else text[: width - 1] + "…"
+
 
 @dataclass(frozen=True)
 class ComponentStats:

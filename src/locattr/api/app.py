@@ -1,0 +1,73 @@
+"""The FastAPI application: lifespan-managed database, routers, errors, gzip, frontend."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.gzip import GZipMiddleware
+from fastapi.responses import HTMLResponse
+from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
+
+from locattr import __version__
+from locattr.api.database import Database
+from locattr.api.errors import install_error_handlers
+from locattr.api.routers import components, meta, prompts, search
+from locattr.api.settings import Settings
+
+NO_FRONTEND_PAGE = """<!doctype html><html><head><title>locattr</title></head><body>
+<h1>locattr API</h1><p>The API is running: see <a href="/docs">/docs</a>.</p>
+<p>The browser frontend is not built. Build it with <code>make frontend</code>.</p>
+</body></html>"""
+
+
+def _operation_id(route: APIRoute) -> str:
+    """camelCase operation ids from function names, so generated clients read well."""
+    first, *rest = route.name.split("_")
+    return first + "".join(word.capitalize() for word in rest)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app; the database (LOCATTR_DB or `settings.db`) is opened when it starts."""
+    configured = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = Database.open(configured.db, configured.query_timeout_s)
+        app.state.database = database
+        try:
+            yield
+        finally:
+            await database.engine.dispose()
+
+    app = FastAPI(
+        title="locattr",
+        version=__version__,
+        summary="Local attribution graphs of SPD-decomposed language models.",
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    install_error_handlers(app)
+    for router in (meta.router, prompts.router, search.router, components.router):
+        app.include_router(router)
+    app.add_middleware(GZipMiddleware, minimum_size=1000)
+    if configured.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=configured.cors_origins, allow_methods=["GET"]
+        )
+    _mount_frontend(app, configured)
+    return app
+
+
+def _mount_frontend(app: FastAPI, settings: Settings) -> None:
+    frontend = settings.frontend_dir
+    if (frontend / "index.html").is_file():
+        app.mount("/", StaticFiles(directory=frontend, html=True), name="frontend")
+        return
+
+    @app.get("/", include_in_schema=False)
+    async def no_frontend() -> HTMLResponse:
+        return HTMLResponse(NO_FRONTEND_PAGE)

@@ -1,0 +1,77 @@
+"""Search: prompts where all (or any) of a set of components fire."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from sqlalchemy import Connection
+
+from locattr.api import schemas
+from locattr.api.deps import ConnectionDep, DatabaseDep
+from locattr.api.errors import ERROR_RESPONSES
+from locattr.api.routers.prompts import CursorParam, LimitParam
+from locattr.storage import reads
+from locattr.storage.queries import QueryError
+
+router = APIRouter(prefix="/api", tags=["search"], responses=ERROR_RESPONSES)
+
+MAX_SEARCH_KEYS = 64
+
+
+@router.get("/search", response_model=schemas.SearchResults)
+async def search_prompts(
+    database: DatabaseDep,
+    connection: ConnectionDep,
+    components: Annotated[
+        str,
+        Query(
+            max_length=20_000,
+            description=f"Comma-separated component keys `layer:index`, at most {MAX_SEARCH_KEYS}.",
+            examples=["h.0.mlp.c_fc:3,h.1.attn.o_proj:7"],
+        ),
+    ],
+    mode: Annotated[
+        Literal["all", "any"], Query(description="Prompts with all of the components, or any.")
+    ] = "all",
+    limit: LimitParam = 50,
+    cursor: CursorParam = None,
+) -> schemas.SearchResults:
+    """Ranked prompts: score = sum of the queried components' max CI in the prompt."""
+    keys = [key.strip() for key in components.split(",") if key.strip()]
+    if not keys:
+        raise QueryError("give at least one component key 'layer:index' in `components`")
+    if len(keys) > MAX_SEARCH_KEYS:
+        raise QueryError(f"at most {MAX_SEARCH_KEYS} components per search, got {len(keys)}")
+
+    def read(sync_connection: Connection) -> schemas.SearchResults:
+        page = reads.search(
+            sync_connection,
+            database.layers,
+            keys,
+            require_all=mode == "all",
+            limit=limit,
+            cursor=cursor,
+        )
+        previews = {i.id: i.preview() for i in reads.get_prompts(sync_connection, page.prompt_ids)}
+        return schemas.SearchResults(
+            query=list(dict.fromkeys(keys)),
+            mode=mode,
+            count=page.total,
+            results=[
+                schemas.SearchResult(
+                    id=hit.prompt_id,
+                    score=hit.score,
+                    preview=previews.get(hit.prompt_id, ""),
+                    matches={
+                        key: schemas.ComponentMatch(max_ci=m.max_ci, positions=m.positions)
+                        for key, m in hit.matches.items()
+                    },
+                )
+                for hit in page.hits
+            ],
+            next_cursor=page.next_cursor,
+            unknown_components=page.unknown_keys,
+        )
+
+    return await database.run(connection, read)

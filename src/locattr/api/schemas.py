@@ -1,0 +1,193 @@
+"""Response models: every endpoint returns one of these (FastAPI serialises them fastest)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx body: what was wrong and what is accepted."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": "malformed_component_key",
+                    "detail": "malformed component key 'x:abc': expected 'layer:index', "
+                    "e.g. 'h.0.attn.q_proj:5'",
+                }
+            ]
+        }
+    )
+
+    error: str = Field(description="A stable machine-readable error code.")
+    detail: str = Field(description="A sentence for people: what was wrong, what to do.")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    prompt_count: int
+
+
+class LayerInfo(BaseModel):
+    name: str
+    n_components: int
+
+
+class Meta(BaseModel):
+    """The database's provenance (run, thresholds, versions, ...) and its shape."""
+
+    prompt_count: int
+    layers: list[LayerInfo]
+    meta: dict[str, Any] = Field(description="Provenance written by locattr-generate.")
+    schema_revision: str
+    locattr_version: str
+
+
+class PromptSummary(BaseModel):
+    id: int
+    preview: str = Field(description="The prompt's text, shortened.")
+    n_tokens: int
+    n_nodes: int
+    n_edges: int
+    has_graph: bool
+
+
+class PromptPage(BaseModel):
+    items: list[PromptSummary]
+    count: int = Field(description="Number of prompts in the database.")
+    next_cursor: str | None
+
+
+class Node(BaseModel):
+    layer: str
+    pos: int
+    component: int
+    ci: float
+
+
+class Edge(BaseModel):
+    source: int = Field(description="Index into `nodes` of the source (earlier layer).")
+    target: int = Field(description="Index into `nodes` of the target.")
+    value: float = Field(description="Attribution (normalised when `normalize` is not none).")
+
+
+class PromptGraph(BaseModel):
+    """One prompt with its pruned graph: nodes touched by the kept edges, strongest first."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 1,
+                    "tokens": ["Once", " upon"],
+                    "token_ids": [5, 6],
+                    "source": {"dataset": "demo", "index": 0},
+                    "nodes": [
+                        {"layer": "h.0.mlp.c_fc", "pos": 1, "component": 3, "ci": 0.75},
+                        {"layer": "h.0.mlp.down_proj", "pos": 1, "component": 5, "ci": 0.5},
+                    ],
+                    "edges": [{"source": 0, "target": 1, "value": -0.125}],
+                    "n_nodes_total": 2,
+                    "n_edges_total": 1,
+                    "n_edges_dropped": 0,
+                    "normalize": "none",
+                }
+            ]
+        }
+    )
+
+    id: int
+    tokens: list[str]
+    token_ids: list[int]
+    source: dict[str, Any]
+    nodes: list[Node]
+    edges: list[Edge]
+    n_nodes_total: int = Field(description="Alive nodes in the stored graph.")
+    n_edges_total: int = Field(description="Edges in the stored graph.")
+    n_edges_dropped: int = Field(description="Stored edges left out by the pruning parameters.")
+    normalize: Literal["none", "l1_target", "l2_target"]
+
+
+class ComponentMatch(BaseModel):
+    max_ci: float
+    positions: list[int]
+
+
+class SearchResult(BaseModel):
+    id: int
+    score: float = Field(description="Sum of the queried components' max CI in this prompt.")
+    preview: str
+    matches: dict[str, ComponentMatch]
+
+
+class SearchResults(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "query": ["h.0.mlp.c_fc:3", "h.1.attn.o_proj:7"],
+                    "mode": "all",
+                    "count": 1,
+                    "results": [
+                        {
+                            "id": 12,
+                            "score": 1.25,
+                            "preview": "Once upon a time",
+                            "matches": {
+                                "h.0.mlp.c_fc:3": {"max_ci": 0.75, "positions": [1, 4]},
+                                "h.1.attn.o_proj:7": {"max_ci": 0.5, "positions": [4]},
+                            },
+                        }
+                    ],
+                    "next_cursor": None,
+                    "unknown_components": [],
+                }
+            ]
+        }
+    )
+
+    query: list[str]
+    mode: Literal["all", "any"]
+    count: int = Field(description="Matching prompts over all pages.")
+    results: list[SearchResult]
+    next_cursor: str | None
+    unknown_components: list[str] = Field(
+        description="Well-formed keys naming no component of this database."
+    )
+
+
+class Component(BaseModel):
+    key: str
+    layer: str
+    index: int
+    prompt_count: int
+    mean_max_ci: float
+    max_max_ci: float
+    mean_ci: float | None
+
+
+class ComponentList(BaseModel):
+    items: list[Component]
+
+
+class ComponentDetail(BaseModel):
+    key: str
+    prompt_count: int
+    mean_max_ci: float
+    max_max_ci: float
+    mean_ci: float | None
+    top_prompt_ids: list[int]
+    activation_context: dict[str, Any] | None
+
+
+class ActivationContextItem(BaseModel):
+    key: str
+    context: dict[str, Any]
+
+
+class ActivationContextPage(BaseModel):
+    items: list[ActivationContextItem]
+    next_cursor: str | None

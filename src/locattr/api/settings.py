@@ -1,0 +1,21 @@
+"""Server settings, from the environment (``LOCATTR_*``) or `locattr serve` flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+FRONTEND_DIST = Path(__file__).resolve().parents[3] / "frontend" / "dist"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LOCATTR_", extra="ignore")
+
+    db: str = Field("", description="SQLite path or SQLAlchemy URL of the database to serve.")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed to call the API (none by default)."
+    )
+    query_timeout_s: float = Field(10.0, gt=0, description="Time limit for each request's SQL.")
+    frontend_dir: Path = Field(FRONTEND_DIST, description="Built frontend served at /.")

@@ -1,0 +1,73 @@
+"""Cutting a stored graph down to what a person can look at: layers, normalisation, top-k."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from locattr.graph import Graph
+
+Normalize = Literal["none", "l1_target", "l2_target"]
+
+
+@dataclass(frozen=True)
+class PrunedGraph:
+    """Kept edges, strongest |value| first, and only the nodes they touch."""
+
+    graph: Graph
+    n_edges_dropped: int
+
+
+def prune_graph(
+    graph: Graph,
+    *,
+    top_k: int,
+    min_abs: float = 0.0,
+    normalize: Normalize = "none",
+    layers: Collection[str] | None = None,
+) -> PrunedGraph:
+    """Keep the `top_k` strongest edges with |value| >= `min_abs` among the given layers.
+
+    Normalisation divides each edge by the L1 or L2 norm of all stored edges into its target
+    node (computed before any cut, so a value does not depend on what else is shown); edges
+    into a target whose norm is zero are dropped. `min_abs` and `top_k` apply to the values
+    returned.
+    """
+    values = graph.edge_value.astype(np.float64)
+    keep = np.ones(graph.n_edges, dtype=bool)
+    if normalize != "none":
+        magnitude = np.abs(values) if normalize == "l1_target" else values**2
+        norms = np.bincount(graph.edge_target, weights=magnitude, minlength=graph.n_nodes)
+        if normalize == "l2_target":
+            norms = np.sqrt(norms)
+        norm = norms[graph.edge_target]
+        keep &= norm > 0
+        values = np.divide(values, norm, out=np.zeros_like(values), where=norm > 0)
+    if layers is not None:
+        wanted = np.array([name in layers for name in graph.layers], dtype=bool)
+        node_ok = wanted[graph.node_layer] if graph.n_nodes else np.zeros(0, dtype=bool)
+        keep &= node_ok[graph.edge_source] & node_ok[graph.edge_target]
+    if min_abs > 0:
+        keep &= np.abs(values) >= min_abs
+    chosen = np.flatnonzero(keep)
+    if len(chosen) > top_k:
+        strongest = np.argpartition(-np.abs(values[chosen]), top_k - 1)[:top_k]
+        chosen = chosen[strongest]
+    chosen = chosen[np.argsort(-np.abs(values[chosen]), kind="stable")]
+    used, inverse = np.unique(
+        np.concatenate([graph.edge_source[chosen], graph.edge_target[chosen]]), return_inverse=True
+    )
+    pruned = Graph(
+        layers=graph.layers,
+        node_layer=graph.node_layer[used],
+        node_pos=graph.node_pos[used],
+        node_component=graph.node_component[used],
+        node_ci=graph.node_ci[used],
+        edge_source=inverse[: len(chosen)],
+        edge_target=inverse[len(chosen) :],
+        edge_value=values[chosen].astype(np.float32),
+    )
+    return PrunedGraph(graph=pruned, n_edges_dropped=graph.n_edges - len(chosen))

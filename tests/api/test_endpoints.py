@@ -1,0 +1,187 @@
+"""Every endpoint over real HTTP against a real SQLite database."""
+
+import http.client
+import json
+import time
+
+import httpx
+import pytest
+
+from tests.api.conftest import A, B, C
+
+
+def test_health_meta_layers(client: httpx.Client) -> None:
+    assert client.get("/api/health").json() == {"status": "ok", "prompt_count": 3}
+    meta = client.get("/api/meta").json()
+    assert meta["prompt_count"] == 3 and meta["meta"]["run"] == "test-run"
+    assert [layer["name"] for layer in meta["layers"]] == [
+        "h.0.mlp.c_fc",
+        "h.0.mlp.down_proj",
+        "h.1.attn.o_proj",
+    ]
+    assert client.get("/api/layers").json()[2] == {"name": "h.1.attn.o_proj", "n_components": 4}
+
+
+def test_prompt_list_pages(client: httpx.Client) -> None:
+    first = client.get("/api/prompts", params={"limit": 2}).json()
+    assert [p["id"] for p in first["items"]] == [1, 2] and first["count"] == 3
+    assert first["items"][0]["preview"] == "Once upon a"
+    rest = client.get("/api/prompts", params={"limit": 2, "cursor": first["next_cursor"]}).json()
+    assert [p["id"] for p in rest["items"]] == [3] and rest["next_cursor"] is None
+
+
+def test_prompt_graph_pruning(client: httpx.Client) -> None:
+    full = client.get("/api/prompt/1").json()
+    assert full["tokens"] == ["Once", " upon", " a"] and full["source"] == {
+        "dataset": "t",
+        "index": 0,
+    }
+    assert [e["value"] for e in full["edges"]] == [0.75, -0.5, 0.25]  # strongest first
+    assert full["n_edges_total"] == 3 and full["n_edges_dropped"] == 0
+    strongest = full["edges"][0]
+    assert full["nodes"][strongest["source"]] == {
+        "layer": "h.0.mlp.down_proj",
+        "pos": 1,
+        "component": 5,
+        "ci": 0.5,
+    }
+    top = client.get("/api/prompt/1", params={"top_k": 1}).json()
+    assert len(top["edges"]) == 1 and top["n_edges_dropped"] == 2 and len(top["nodes"]) == 2
+    weak_cut = client.get("/api/prompt/1", params={"min_abs": 0.3}).json()
+    assert [e["value"] for e in weak_cut["edges"]] == [0.75, -0.5]
+    # o_proj:2 receives 0.25 and 0.75: L1-normalised to 0.25 and 0.75, L2 to 0.316 and 0.949
+    l1 = client.get("/api/prompt/1", params={"normalize": "l1_target"}).json()
+    assert sorted(round(e["value"], 3) for e in l1["edges"]) == [-1.0, 0.25, 0.75]
+    l2 = client.get("/api/prompt/1", params={"normalize": "l2_target"}).json()
+    assert sorted(round(e["value"], 3) for e in l2["edges"]) == [-1.0, 0.316, 0.949]
+    only = client.get("/api/prompt/1", params={"layers": "h.0.mlp.c_fc,h.0.mlp.down_proj"}).json()
+    assert [e["value"] for e in only["edges"]] == [-0.5]
+    empty = client.get("/api/prompt/3").json()
+    assert empty["edges"] == [] and empty["n_nodes_total"] == 1
+
+
+def test_search(client: httpx.Client) -> None:
+    both = client.get("/api/search", params={"components": f"{A},{B}"}).json()
+    assert (
+        [r["id"] for r in both["results"]] == [1, 2]
+        and both["count"] == 2
+        and both["mode"] == "all"
+    )
+    assert both["results"][0]["matches"][A] == {"max_ci": 0.75, "positions": [0, 1]}
+    assert both["results"][0]["preview"] == "Once upon a"
+    anyof = client.get("/api/search", params={"components": f"{A},{C}", "mode": "any"}).json()
+    assert [r["id"] for r in anyof["results"]] == [3, 1, 2]
+    paged = client.get("/api/search", params={"components": A, "limit": 1}).json()
+    rest = client.get(
+        "/api/search", params={"components": A, "limit": 1, "cursor": paged["next_cursor"]}
+    ).json()
+    assert [r["id"] for r in paged["results"] + rest["results"]] == [1, 2]
+    unknown = client.get(
+        "/api/search", params={"components": f"{A},h.9.mlp:1", "mode": "any"}
+    ).json()
+    assert unknown["unknown_components"] == ["h.9.mlp:1"] and unknown["count"] == 2
+
+
+def test_components(client: httpx.Client) -> None:
+    listed = client.get("/api/components").json()["items"]
+    assert [c["key"] for c in listed][:2] == [A, B] and listed[0]["prompt_count"] == 2
+    assert [
+        c["key"]
+        for c in client.get("/api/components", params={"layer": "h.1.attn.o_proj"}).json()["items"]
+    ] == [
+        "h.1.attn.o_proj:1",
+        "h.1.attn.o_proj:2",
+    ]
+    detail = client.get(f"/api/components/{A}").json()
+    assert detail["prompt_count"] == 2 and detail["top_prompt_ids"] == [1, 2]
+    assert detail["mean_ci"] == 0.125 and detail["activation_context"]["examples"][0]["tokens"] == [
+        "Once"
+    ]
+    contexts = client.get("/api/activation_contexts").json()
+    assert contexts["items"] == [
+        {"key": A, "context": {"mean_ci": 0.125, "examples": [{"tokens": ["Once"], "ci": [0.5]}]}}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status", "code"),
+    [
+        ("/api/prompt/999", {}, 404, "not_found"),
+        ("/api/prompt/abc", {}, 422, "invalid_parameter"),
+        ("/api/components/h.0.mlp.c_fc:99", {}, 404, "not_found"),
+        ("/api/components/x:abc", {}, 422, "malformed_component_key"),
+        ("/api/search", {"components": "h.0.attn.q_proj"}, 422, "malformed_component_key"),
+        ("/api/search", {"components": A, "mode": "most"}, 422, "invalid_parameter"),
+        ("/api/search", {"components": A, "cursor": "!!"}, 422, "invalid_cursor"),
+        ("/api/search", {"components": ",".join([A] * 100)}, 422, "invalid_query"),
+        ("/api/search", {"components": " , "}, 422, "invalid_query"),
+        ("/api/prompts", {"limit": -1}, 422, "invalid_parameter"),
+        ("/api/prompts", {"limit": 10**9}, 422, "invalid_parameter"),
+        ("/api/prompts", {"cursor": "eyJ4Ijox"}, 422, "invalid_cursor"),
+        ("/api/nothing-here", {}, 404, "not_found"),
+    ],
+)
+def test_bad_input_is_a_4xx_that_says_why(
+    client: httpx.Client, path: str, params: dict[str, object], status: int, code: str
+) -> None:
+    response = client.get(path, params=params)  # type: ignore[arg-type]
+    assert response.status_code == status
+    body = response.json()
+    assert body["error"] == code and len(body["detail"]) > 10
+
+
+@pytest.mark.parametrize(("n_keys", "status"), [(1_000, 422), (10_000, 400)])
+def test_huge_searches_are_refused_fast(api_url: str, n_keys: int, status: int) -> None:
+    """1,000 keys: our limit answers; 10,000 (a 180 kB URL): the HTTP server's limit does."""
+    keys = ",".join(f"h.0.mlp.c_fc:{i}" for i in range(n_keys))
+    host, port = api_url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    start = time.monotonic()
+    connection.request("GET", f"/api/search?components={keys}")
+    response = connection.getresponse()
+    assert response.status == status and time.monotonic() - start < 2
+    if status == 422:
+        assert json.loads(response.read())["error"] == "invalid_query"
+    connection.close()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/..%2f..%2fetc/passwd",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/../../etc/passwd",
+        "/static/..%2f..%2fpyproject.toml",
+    ],
+)
+def test_path_traversal_is_a_404(client: httpx.Client, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 404
+    assert "root:" not in response.text and "[project]" not in response.text
+
+
+def test_original_endpoints_answer_with_original_parameters(client: httpx.Client) -> None:
+    """The original's six endpoints, called as its page called them."""
+    assert client.get("/api/meta").status_code == 200
+    assert client.get("/api/activation_contexts").status_code == 200
+    assert client.get("/api/prompts").status_code == 200
+    assert client.get("/api/prompt/1").status_code == 200
+    assert (
+        client.get("/api/search", params={"components": f"{A},{B}", "mode": "all"}).status_code
+        == 200
+    )
+    assert client.get("/api/components").status_code == 200
+
+
+def test_root_explains_how_to_build_the_frontend(client: httpx.Client) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and "/docs" in page.text
+    assert (
+        client.get("/openapi.json").json()["paths"]["/api/search"]["get"]["operationId"]
+        == "searchPrompts"
+    )
+
+
+def test_gzip_for_large_responses(client: httpx.Client) -> None:
+    response = client.get("/openapi.json", headers={"Accept-Encoding": "gzip"})
+    assert response.headers.get("content-encoding") == "gzip"
