@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -35,8 +37,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
-def error_response(status: int, code: str, detail: str) -> JSONResponse:
-    return JSONResponse(ErrorBody(error=code, detail=detail).model_dump(), status_code=status)
+def error_response(
+    status: int, code: str, detail: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    body = ErrorBody(error=code, detail=detail).model_dump()
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -62,4 +67,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if error.status_code == 404:
             detail = f"no such path {request.url.path!r}: the API is under /api, see /docs"
             return error_response(404, "not_found", detail)
-        return error_response(error.status_code, "http_error", str(error.detail))
+        # Keep the exception's headers: a 405 must say which methods are allowed.
+        return error_response(
+            error.status_code, "http_error", str(error.detail), headers=error.headers
+        )

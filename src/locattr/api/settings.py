@@ -13,9 +13,13 @@ FRONTEND_DIST = Path(__file__).resolve().parents[3] / "frontend" / "dist"
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LOCATTR_", extra="ignore")
 
-    db: str = Field("", description="SQLite path or SQLAlchemy URL of the database to serve.")
+    db: str = Field(
+        default="", description="SQLite path or SQLAlchemy URL of the database to serve."
+    )
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed to call the API (none by default)."
     )
-    query_timeout_s: float = Field(10.0, gt=0, description="Time limit for each request's SQL.")
-    frontend_dir: Path = Field(FRONTEND_DIST, description="Built frontend served at /.")
+    query_timeout_s: float = Field(
+        default=10.0, gt=0, description="Time limit for each request's SQL."
+    )
+    frontend_dir: Path = Field(default=FRONTEND_DIST, description="Built frontend served at /.")
