@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import uvicorn
 
 from locattr.api import create_app
-from locattr.api.settings import Settings
+from locattr.api.settings import H11_MAX_REQUEST_BYTES, Settings
 
 
 def free_port() -> int:
@@ -24,7 +24,13 @@ def free_port() -> int:
 def running_server(settings: Settings) -> Iterator[str]:
     """Serve `settings.db` until the block ends; yields the base URL."""
     port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="error")
+    config = uvicorn.Config(
+        create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        log_level="error",
+        h11_max_incomplete_event_size=H11_MAX_REQUEST_BYTES,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -82,6 +82,19 @@ def test_search(client: httpx.Client) -> None:
     assert unknown["unknown_components"] == ["h.9.mlp:1"] and unknown["count"] == 2
 
 
+def test_search_filters(client: httpx.Client) -> None:
+    strong = client.get("/api/search", params={"components": f"{A},{B}", "min_ci": 0.5}).json()
+    assert [r["id"] for r in strong["results"]] == [1]
+    together = client.get(
+        "/api/search", params={"components": f"{A},{B}", "same_position": "true"}
+    ).json()
+    assert [r["id"] for r in together["results"]] == [1] and together["count"] == 1
+    refused = client.get(
+        "/api/search", params={"components": A, "mode": "any", "same_position": "true"}
+    )
+    assert refused.status_code == 422 and refused.json()["error"] == "invalid_query"
+
+
 def test_components(client: httpx.Client) -> None:
     listed = client.get("/api/components").json()["items"]
     assert [c["key"] for c in listed][:2] == [A, B] and listed[0]["prompt_count"] == 2
@@ -141,7 +154,7 @@ def test_huge_searches_are_refused_fast(api_url: str, n_keys: int, status: int) 
     response = connection.getresponse()
     assert response.status == status and time.monotonic() - start < 2
     if status == 422:
-        assert json.loads(response.read())["error"] == "invalid_query"
+        assert json.loads(response.read())["error"] == "invalid_parameter"
     connection.close()
 
 

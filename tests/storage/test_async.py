@@ -23,7 +23,9 @@ def test_async_engine_reads_what_the_writer_wrote(db_url: str) -> None:
             async with engine.connect() as connection:
                 rows = (
                     await connection.execute(
-                        queries.search_prompts([2], require_all=True, limit=10, after=None)
+                        queries.search_prompts(
+                            queries.MatchSpec((2,), require_all=True), limit=10, after=None
+                        )
                     )
                 ).all()
             try:

@@ -133,6 +133,31 @@ def test_search_all_any_ranking_and_pagination(layered: LocalAttrDB) -> None:
     assert pages == [2, 4, 1, 3]
 
 
+def test_search_min_ci_and_same_position(layered: LocalAttrDB) -> None:
+    a, b = "h.0.attn.q_proj:1", "h.0.mlp.c_fc:2"
+    layered.add_prompts(
+        [
+            fixed_record("p1", {a: [(0, 0.5), (2, 0.25)], b: [(2, 0.75)]}),  # share position 2
+            fixed_record("p2", {a: [(0, 0.125)], b: [(1, 0.875)]}),  # no common position
+            fixed_record("p3", {a: [(3, 0.75)], b: [(3, 0.5)]}),  # share position 3
+        ]
+    )
+    assert layered.find_prompts_with_components([a, b]).prompt_ids == [1, 3, 2]
+    strong = layered.find_prompts_with_components([a, b], min_ci=0.5)
+    assert strong.prompt_ids == [1, 3] and strong.total == 2
+    together = layered.find_prompts_with_components([a, b], same_position=True)
+    assert together.prompt_ids == [1, 3] and together.total == 2
+    assert together.hits[0].matches[b].positions == [2]
+    first = layered.find_prompts_with_components([a, b], same_position=True, limit=1)
+    assert first.prompt_ids == [1] and first.next_cursor is not None
+    rest = layered.find_prompts_with_components(
+        [a, b], same_position=True, limit=1, cursor=first.next_cursor
+    )
+    assert rest.prompt_ids == [3] and rest.next_cursor is None and rest.total == 2
+    with pytest.raises(QueryError, match="same_position"):
+        layered.find_prompts_with_components([a, b], require_all=False, same_position=True)
+
+
 def test_search_bad_input(layered: LocalAttrDB) -> None:
     layered.add_prompt(fixed_record("p1", {"h.0.mlp.c_fc:2": [(0, 0.5)]}))
     for bad in ["h.0.attn.q_proj", "x:abc", ":3"]:

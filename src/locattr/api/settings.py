@@ -7,6 +7,11 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+MAX_QUERY_CHARS = 4000
+"""Longest list parameter (components, layers); 64 long keys fit, and the request line stays
+within `H11_MAX_REQUEST_BYTES` even when every character is percent-encoded."""
+H11_MAX_REQUEST_BYTES = 64 * 1024
+
 FRONTEND_DIST = Path(__file__).resolve().parents[3] / "frontend" / "dist"
 
 

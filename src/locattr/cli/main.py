@@ -196,12 +196,18 @@ def serve(
     import uvicorn
 
     from locattr.api import create_app
-    from locattr.api.settings import Settings
+    from locattr.api.settings import H11_MAX_REQUEST_BYTES, Settings
 
     LocalAttrDB(db, readonly=True).close()  # refuse to start on a bad database, clearly
     application = create_app(Settings(db=db, cors_origins=cors or []))
     console.print(f"serving {resolve_target(db).display} on http://{host}:{port}")
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_level="warning",
+        h11_max_incomplete_event_size=H11_MAX_REQUEST_BYTES,
+    )
 
 
 def main() -> None:

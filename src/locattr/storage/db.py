@@ -225,17 +225,27 @@ class LocalAttrDB:
         *,
         limit: int = 50,
         cursor: str | None = None,
+        min_ci: float = 0.0,
+        same_position: bool = False,
     ) -> SearchPage:
         """Prompts where all (``require_all``) or any of the components fire, best first.
 
         Ranking: score = sum of each queried component's max CI in the prompt (absent
         components add 0), descending; ties by prompt id. Keys are de-duplicated; a malformed
         key raises `ComponentKeyError`; an unknown key matches nothing and is reported in
-        ``unknown_keys``.
+        ``unknown_keys``. ``min_ci`` counts a component only in prompts where its max CI
+        reaches it; ``same_position`` keeps prompts where all components fire at one position.
         """
         with self.engine.connect() as connection:
             return reads.search(
-                connection, self._layers, keys, require_all=require_all, limit=limit, cursor=cursor
+                connection,
+                self._layers,
+                keys,
+                require_all=require_all,
+                limit=limit,
+                cursor=cursor,
+                min_ci=min_ci,
+                same_position=same_position,
             )
 
     # -- internals -----------------------------------------------------------------------

@@ -96,25 +96,39 @@ def check_limit(limit: int) -> int:
     return limit
 
 
-def search_prompts(
-    component_ids: Sequence[int], *, require_all: bool, limit: int, after: SearchCursor | None
-) -> AnySelect:
-    """Prompts where all (or any) of the components fire, best first: (prompt_id, score, total).
+@dataclass(frozen=True)
+class MatchSpec:
+    """Which prompts match: the components fire in all (or any) of them with max CI >= min_ci."""
+
+    component_ids: tuple[int, ...]
+    require_all: bool
+    min_ci: float = 0.0
+
+    def rows(self) -> AnySelect:
+        """The index rows that count towards a match."""
+        statement = select(ca).where(ca.c.component_id.in_(self.component_ids))
+        return statement.where(ca.c.max_ci >= self.min_ci) if self.min_ci > 0 else statement
+
+    def groups(self) -> AnySelect:
+        """(prompt_id, score) of every matching prompt."""
+        rows = self.rows().subquery()
+        grouped = select(rows.c.prompt_id, func.sum(rows.c.max_ci).label("score")).group_by(
+            rows.c.prompt_id
+        )
+        if self.require_all:
+            grouped = grouped.having(func.count() == len(self.component_ids))
+        return grouped
+
+
+def search_prompts(spec: MatchSpec, *, limit: int, after: SearchCursor | None) -> AnySelect:
+    """Matching prompts, best first: (prompt_id, score, total).
 
     score = sum of the components' max CI in the prompt; ties go to the lower prompt id;
     total = number of matching prompts over all pages. Fetches ``limit + 1`` rows so the caller
     can tell whether another page exists. The matching groups are materialised once and both
     counted and ranked from there (a window count over them costs twice as much on SQLite).
     """
-    score = func.sum(ca.c.max_ci).label("score")
-    grouped = (
-        select(ca.c.prompt_id, score)
-        .where(ca.c.component_id.in_(component_ids))
-        .group_by(ca.c.prompt_id)
-    )
-    if require_all:
-        grouped = grouped.having(func.count() == len(component_ids))
-    matching = grouped.cte("matching").prefix_with("MATERIALIZED")
+    matching = spec.groups().cte("matching").prefix_with("MATERIALIZED")
     total = select(func.count()).select_from(matching).scalar_subquery().label("total")
     statement = select(matching.c.prompt_id, matching.c.score, total)
     if after is not None:
@@ -127,20 +141,19 @@ def search_prompts(
     return statement.order_by(matching.c.score.desc(), matching.c.prompt_id).limit(limit + 1)
 
 
-def count_matching_prompts(component_ids: Sequence[int], *, require_all: bool) -> AnySelect:
-    grouped = (
-        select(ca.c.prompt_id).where(ca.c.component_id.in_(component_ids)).group_by(ca.c.prompt_id)
-    )
-    if require_all:
-        grouped = grouped.having(func.count() == len(component_ids))
-    return select(func.count()).select_from(grouped.subquery())
+def count_matching_prompts(spec: MatchSpec) -> AnySelect:
+    return select(func.count()).select_from(spec.groups().subquery())
 
 
-def matches_in_prompts(component_ids: Sequence[int], prompt_ids: Sequence[int]) -> AnySelect:
-    """(prompt_id, component_id, max_ci, positions) of the given components in the prompts."""
-    return select(ca.c.prompt_id, ca.c.component_id, ca.c.max_ci, ca.c.positions).where(
-        ca.c.prompt_id.in_(prompt_ids), ca.c.component_id.in_(component_ids)
-    )
+def matches_in_prompts(spec: MatchSpec, prompt_ids: Sequence[int] | None = None) -> AnySelect:
+    """(prompt_id, component_id, max_ci, positions) of the counted rows, in the given prompts
+    (or in every matching prompt when `prompt_ids` is None)."""
+    rows = spec.rows().subquery()
+    statement = select(rows.c.prompt_id, rows.c.component_id, rows.c.max_ci, rows.c.positions)
+    if prompt_ids is not None:
+        return statement.where(rows.c.prompt_id.in_(prompt_ids))
+    matching = spec.groups().subquery()
+    return statement.where(rows.c.prompt_id.in_(select(matching.c.prompt_id)))
 
 
 def layers() -> AnySelect:

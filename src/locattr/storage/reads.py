@@ -102,11 +102,19 @@ def search(
     require_all: bool,
     limit: int,
     cursor: str | None,
+    min_ci: float = 0.0,
+    same_position: bool = False,
 ) -> SearchPage:
-    """Ranked prompts where all (or any) components fire; see `queries.search_prompts`."""
+    """Ranked prompts where all (or any) components fire; see `queries.search_prompts`.
+
+    ``min_ci`` counts a component only where its max CI in the prompt reaches it;
+    ``same_position`` (with all components) keeps prompts where they fire at a common position.
+    """
     parsed = parse_keys(keys)
     if not parsed:
         raise queries.QueryError("give at least one component key ('layer:index')")
+    if same_position and not require_all:
+        raise queries.QueryError("same_position needs mode 'all': every component at one position")
     queries.check_limit(limit)
     after = queries.SearchCursor.decode(cursor) if cursor else None
     key_of: dict[int, str] = {}
@@ -119,43 +127,73 @@ def search(
             key_of[component_id] = str(key)
     if not key_of or (require_all and unknown):
         return SearchPage(hits=[], total=0, next_cursor=None, unknown_keys=unknown)
-    ids = list(key_of)
-    rows = connection.execute(
-        queries.search_prompts(ids, require_all=require_all, limit=limit, after=after)
-    ).all()
-    page = rows[:limit]
-    if rows:
-        total = int(rows[0][2])
-    elif after is None:
-        total = 0
-    else:  # past the last page: the count is not in the (empty) result
-        total = int(
-            connection.execute(
-                queries.count_matching_prompts(ids, require_all=require_all)
-            ).scalar_one()
+    spec = queries.MatchSpec(tuple(key_of), require_all=require_all, min_ci=min_ci)
+    if same_position:
+        ranked, matches = _same_position_matches(connection, spec, key_of)
+        total = len(ranked)
+        if after is not None:
+            ranked = [r for r in ranked if (-r[1], r[0]) > (-after.score, after.prompt_id)]
+        rows = ranked[: limit + 1]
+    else:
+        rows = connection.execute(queries.search_prompts(spec, limit=limit, after=after)).all()
+        total = _total(connection, spec, rows, after)
+        shown = [row[0] for row in rows[:limit]]
+        match_rows = (
+            connection.execute(queries.matches_in_prompts(spec, shown)).all() if shown else []
         )
-    matches: dict[int, dict[str, ComponentMatch]] = {}
-    if page:
-        match_rows = connection.execute(
-            queries.matches_in_prompts(ids, [row[0] for row in page])
-        ).all()
-        for prompt_id, component_id, max_ci, positions in match_rows:
-            matches.setdefault(prompt_id, {})[key_of[component_id]] = ComponentMatch(
-                max_ci=max_ci, positions=decode_positions(positions)
-            )
-    ordered_keys = list(key_of.values())
+        matches = _group_matches(match_rows, key_of)
+    page = rows[:limit]
     hits = [
         SearchHit(
-            prompt_id=prompt_id,
-            score=score,
-            matches={k: matches[prompt_id][k] for k in ordered_keys if k in matches[prompt_id]},
+            prompt_id=row[0],
+            score=row[1],
+            matches={k: matches[row[0]][k] for k in key_of.values() if k in matches[row[0]]},
         )
-        for prompt_id, score, _ in page
+        for row in page
     ]
     next_cursor = (
         queries.SearchCursor(page[-1][1], page[-1][0]).encode() if len(rows) > limit else None
     )
     return SearchPage(hits=hits, total=total, next_cursor=next_cursor, unknown_keys=unknown)
+
+
+def _total(
+    connection: Connection,
+    spec: queries.MatchSpec,
+    rows: Sequence[Any],
+    after: queries.SearchCursor | None,
+) -> int:
+    if rows:
+        return int(rows[0][2])
+    if after is None:
+        return 0
+    # Past the last page the count is not in the (empty) result.
+    return int(connection.execute(queries.count_matching_prompts(spec)).scalar_one())
+
+
+def _group_matches(
+    rows: Sequence[Any], key_of: Mapping[int, str]
+) -> dict[int, dict[str, ComponentMatch]]:
+    grouped: dict[int, dict[str, ComponentMatch]] = {}
+    for prompt_id, component_id, max_ci, positions in rows:
+        grouped.setdefault(prompt_id, {})[key_of[component_id]] = ComponentMatch(
+            max_ci=max_ci, positions=decode_positions(positions)
+        )
+    return grouped
+
+
+def _same_position_matches(
+    connection: Connection, spec: queries.MatchSpec, key_of: Mapping[int, str]
+) -> tuple[list[tuple[int, float]], dict[int, dict[str, ComponentMatch]]]:
+    """Every matching prompt whose components share a position, ranked (score desc, id)."""
+    matches = _group_matches(connection.execute(queries.matches_in_prompts(spec)).all(), key_of)
+    ranked = []
+    for prompt_id, by_key in matches.items():
+        common = set.intersection(*(set(m.positions) for m in by_key.values()))
+        if len(by_key) == len(key_of) and common:
+            ranked.append((prompt_id, sum(m.max_ci for m in by_key.values())))
+    ranked.sort(key=lambda r: (-r[1], r[0]))
+    return ranked, matches
 
 
 def component_stats(

@@ -10,6 +10,7 @@ from sqlalchemy import Connection
 from locattr.api import schemas
 from locattr.api.deps import ConnectionDep, DatabaseDep
 from locattr.api.errors import ERROR_RESPONSES, NotFoundError
+from locattr.api.settings import MAX_QUERY_CHARS
 from locattr.pruning import Normalize, prune_graph
 from locattr.storage import decode_graph, queries, reads
 from locattr.storage.records import PromptInfo
@@ -71,7 +72,9 @@ async def get_prompt_graph(
     ] = "none",
     layers: Annotated[
         str | None,
-        Query(max_length=10_000, description="Comma-separated layers to keep (default all)."),
+        Query(
+            max_length=MAX_QUERY_CHARS, description="Comma-separated layers to keep (default all)."
+        ),
     ] = None,
 ) -> schemas.PromptGraph:
     """A prompt's tokens and its graph, pruned on the server."""

@@ -11,6 +11,7 @@ from locattr.api import schemas
 from locattr.api.deps import ConnectionDep, DatabaseDep
 from locattr.api.errors import ERROR_RESPONSES
 from locattr.api.routers.prompts import CursorParam, LimitParam
+from locattr.api.settings import MAX_QUERY_CHARS
 from locattr.storage import reads
 from locattr.storage.queries import QueryError
 
@@ -26,7 +27,7 @@ async def search_prompts(
     components: Annotated[
         str,
         Query(
-            max_length=20_000,
+            max_length=MAX_QUERY_CHARS,
             description=f"Comma-separated component keys `layer:index`, at most {MAX_SEARCH_KEYS}.",
             examples=["h.0.mlp.c_fc:3,h.1.attn.o_proj:7"],
         ),
@@ -34,6 +35,13 @@ async def search_prompts(
     mode: Annotated[
         Literal["all", "any"], Query(description="Prompts with all of the components, or any.")
     ] = "all",
+    min_ci: Annotated[
+        float,
+        Query(ge=0, le=1, description="Count a component only where its max CI reaches this."),
+    ] = 0.0,
+    same_position: Annotated[
+        bool, Query(description="Only prompts where all components fire at one common position.")
+    ] = False,
     limit: LimitParam = 50,
     cursor: CursorParam = None,
 ) -> schemas.SearchResults:
@@ -52,6 +60,8 @@ async def search_prompts(
             require_all=mode == "all",
             limit=limit,
             cursor=cursor,
+            min_ci=min_ci,
+            same_position=same_position,
         )
         previews = {i.id: i.preview() for i in reads.get_prompts(sync_connection, page.prompt_ids)}
         return schemas.SearchResults(
