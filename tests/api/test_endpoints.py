@@ -107,6 +107,7 @@ def test_components(client: httpx.Client) -> None:
     ]
     detail = client.get(f"/api/components/{A}").json()
     assert detail["prompt_count"] == 2 and detail["top_prompt_ids"] == [1, 2]
+    assert detail["cofiring"][0] == {"key": B, "prompts": 2} and detail["cofiring_sample"] == 2
     assert detail["mean_ci"] == 0.125 and detail["activation_context"]["examples"][0]["tokens"] == [
         "Once"
     ]

@@ -173,6 +173,11 @@ class ComponentList(BaseModel):
     items: list[Component]
 
 
+class Cofiring(BaseModel):
+    key: str
+    prompts: int = Field(description="How many of the sampled prompts it also fires in.")
+
+
 class ComponentDetail(BaseModel):
     key: str
     prompt_count: int
@@ -181,6 +186,10 @@ class ComponentDetail(BaseModel):
     mean_ci: float | None
     top_prompt_ids: list[int]
     activation_context: dict[str, Any] | None
+    cofiring: list[Cofiring] = Field(
+        description="Components firing most often in this one's strongest prompts."
+    )
+    cofiring_sample: int = Field(description="How many of its strongest prompts were counted.")
 
 
 class ActivationContextItem(BaseModel):

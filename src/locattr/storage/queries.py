@@ -197,6 +197,27 @@ def top_prompts_of_component(component_id: int, limit: int) -> AnySelect:
     )
 
 
+def cofiring_components(component_id: int, *, sample: int, limit: int) -> AnySelect:
+    """(component_id, prompts) of the components firing most often alongside this one,
+    counted over its `sample` strongest prompts (bounded work for components firing often)."""
+    strongest = (
+        select(ca.c.prompt_id)
+        .where(ca.c.component_id == component_id)
+        .order_by(ca.c.max_ci.desc(), ca.c.prompt_id)
+        .limit(sample)
+        .subquery()
+    )
+    together = func.count().label("prompts")
+    return (
+        select(ca.c.component_id, together)
+        .join(strongest, strongest.c.prompt_id == ca.c.prompt_id)
+        .where(ca.c.component_id != component_id)
+        .group_by(ca.c.component_id)
+        .order_by(together.desc(), ca.c.component_id)
+        .limit(limit)
+    )
+
+
 def active_component_ids() -> AnySelect:
     return select(components_table.c.id).where(components_table.c.prompt_count > 0)
 

@@ -217,6 +217,19 @@ def component_stats(
     )
 
 
+def cofiring_components(
+    connection: Connection, layers: LayerCache, key: str, *, sample: int, limit: int
+) -> list[tuple[str, int]]:
+    """(key, prompts) of the components that fire most often in this one's strongest prompts."""
+    component_id = layers.component_id(connection, ComponentKey.parse(key))
+    if component_id is None:
+        return []
+    rows = connection.execute(
+        queries.cofiring_components(component_id, sample=sample, limit=limit)
+    ).all()
+    return [(layers.key_of(connection, other), count) for other, count in rows]
+
+
 def list_components(
     connection: Connection, layers: LayerCache, *, layer: str | None, limit: int
 ) -> list[ComponentSummary]:

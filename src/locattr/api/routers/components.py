@@ -15,6 +15,10 @@ from locattr.storage import reads
 
 router = APIRouter(prefix="/api", tags=["components"], responses=ERROR_RESPONSES)
 
+COFIRING_SAMPLE = 200
+COFIRING_LIMIT = 20
+COFIRING_SAMPLE = 200
+COFIRING_LIMIT = 20
 LayerParam = Annotated[str | None, Query(max_length=300, description="Only this layer.")]
 KeyParam = Annotated[str, Path(max_length=320, description="Component key `layer:index`.")]
 
@@ -51,6 +55,9 @@ async def get_component(
         if stats is None:
             return None
         context = reads.activation_context(sync_connection, database.layers, key)
+        cofiring = reads.cofiring_components(
+            sync_connection, database.layers, key, sample=COFIRING_SAMPLE, limit=COFIRING_LIMIT
+        )
         return schemas.ComponentDetail(
             key=stats.key,
             prompt_count=stats.prompt_count,
@@ -59,6 +66,8 @@ async def get_component(
             mean_ci=stats.mean_ci,
             top_prompt_ids=stats.top_prompt_ids,
             activation_context=context,
+            cofiring=[schemas.Cofiring(key=k, prompts=n) for k, n in cofiring],
+            cofiring_sample=min(COFIRING_SAMPLE, stats.prompt_count),
         )
 
     detail = await database.run(connection, read)
