@@ -138,8 +138,11 @@ class Graph:
     def canonical(self) -> Graph:
         """The same graph with nodes sorted by (layer, pos, component), edges by (target, source).
 
-        Canonical order makes equal graphs byte-identical and compresses best.
+        Canonical order makes equal graphs byte-identical and compresses best. A graph already
+        in canonical order (as `locattr.compute` builds them) is returned as is.
         """
+        if self._is_canonical():
+            return self
         node_order = np.lexsort((self.node_component, self.node_pos, self.node_layer))
         new_index = np.empty_like(node_order)
         new_index[node_order] = np.arange(len(node_order))
@@ -156,6 +159,17 @@ class Graph:
             edge_target=target[edge_order],
             edge_value=self.edge_value[edge_order],
         )
+
+    def _is_canonical(self) -> bool:
+        if self.n_nodes and (self.node_pos.max() >= 2**24 or self.node_component.max() >= 2**24):
+            return False  # the packed keys below would collide; let the sort decide
+        node_key = (
+            (self.node_layer.astype(np.int64) << 48)
+            | (self.node_pos.astype(np.int64) << 24)
+            | self.node_component.astype(np.int64)
+        )
+        edge_key = self.edge_target.astype(np.int64) * max(self.n_nodes, 1) + self.edge_source
+        return bool(np.all(node_key[1:] > node_key[:-1]) and np.all(edge_key[1:] >= edge_key[:-1]))
 
     @classmethod
     def from_records(
