@@ -1,0 +1,219 @@
+"""Compute benchmark: the batched fast path against the original's per-unit algorithm.
+
+Run as `python -m benchmarks.bench_compute [--quick]`. Prints a table and `FIGURE` lines:
+`compute_speedup` (seconds per prompt, reference / fast, same run and device, identical edges),
+`compute_cpu_prompts_per_s` and `compute_cpu_peak_mb` at real size (C 1200, n_ctx 64), and
+`compute_gpu_prompts_per_s` when CUDA is available.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.compute.reference import reference_graph  # noqa: E402
+from tests.compute.spd_runs import RunSpec, write_run  # noqa: E402
+
+from locattr.compute import LoadedRun, compute_graph, compute_graphs, load_run  # noqa: E402
+from locattr.graph import Graph  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    arch: str
+    C: int
+    hidden: tuple[int, ...]
+    n_ctx: int
+    alive: float
+    vocab: int
+
+
+SMALL = Shape("speedup (4L d128 C256)", "GPT2Simple", 256, (16,), 32, 0.05, 512)
+REAL = Shape("real size (4L d128 C1200)", "LlamaSimpleMLP", 1200, (1000,), 64, 0.03, 4019)
+
+
+def build_run(root: Path, shape: Shape, device: str) -> LoadedRun:
+    spec = RunSpec(
+        arch=shape.arch,  # type: ignore[arg-type]
+        n_layer=4,
+        n_embd=128,
+        n_head=4,
+        vocab_size=shape.vocab,
+        block_size=max(64, shape.n_ctx),
+        C=shape.C,
+        ci_fn_hidden_dims=shape.hidden,
+        dead_fraction=0.0,
+        with_tokenizer=False,
+    )
+    run = load_run(write_run(root, spec, name=shape.arch), device=device, with_tokenizer=False)
+    calibrate_alive_fraction(run, shape)
+    return run
+
+
+def calibrate_alive_fraction(run: LoadedRun, shape: Shape) -> None:
+    """Shift each layer's last CI bias so about `shape.alive` of its units are alive per token."""
+    model = run.model
+    tokens = torch.randint(
+        0, shape.vocab, (16, shape.n_ctx), generator=torch.Generator().manual_seed(0)
+    )
+    with torch.no_grad():
+        inputs = model(tokens.to(model.device), cache_inputs=True).inputs
+        for path in model.module_paths:
+            fn = model.ci_fn(path)
+            pre = fn(inputs[path])
+            shift = torch.quantile(pre.flatten().float()[:1_000_000], 1 - shape.alive)
+            last = fn.layers[-1]
+            last.b -= shift - 0.05  # type: ignore[operator]
+
+
+def prompts(shape: Shape, n: int, seed: int) -> torch.Tensor:
+    return torch.randint(
+        0, shape.vocab, (n, shape.n_ctx), generator=torch.Generator().manual_seed(seed)
+    )
+
+
+def timed(fn, repeat: int = 1) -> float:  # noqa: ANN001
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - start) / repeat
+
+
+def alive_fraction(run: LoadedRun, tokens: torch.Tensor) -> float:
+    with torch.no_grad():
+        ci, _ = run.model.causal_importances(run.model(tokens, cache_inputs=True).inputs)
+    return float(torch.cat([(v >= 1e-6).float().flatten() for v in ci.values()]).mean())
+
+
+def _sampled(graph: Graph, stride: int) -> Graph:
+    """The graph with only the edges into target units the strided reference computed."""
+    nodes = graph.node_arrays()
+    widths = {name: (REAL.vocab if name == "output" else SMALL.C) for name in graph.layers}
+    width = np.array([widths[name] for name in nodes["layer"]])
+    keep_node = (nodes["pos"] * width + nodes["component"]) % stride == 0
+    keep = keep_node[graph.edge_target]
+    return Graph(
+        layers=graph.layers,
+        node_layer=graph.node_layer,
+        node_pos=graph.node_pos,
+        node_component=graph.node_component,
+        node_ci=graph.node_ci,
+        edge_source=graph.edge_source[keep],
+        edge_target=graph.edge_target[keep],
+        edge_value=graph.edge_value[keep],
+    )
+
+
+def speedup(root: Path, stride: int) -> list[tuple[str, str]]:
+    run = build_run(root, SMALL, "cpu")
+    tokens = prompts(SMALL, 4, seed=1)
+    ids = tokens[0].tolist()
+    compute_graph(run, ids)
+    fast_s = timed(lambda: compute_graph(run, ids), repeat=3)
+    fast = compute_graph(run, ids)
+    start = time.perf_counter()
+    reference = reference_graph(run, ids, structure=run.structure, target_stride=stride)
+    ref_s = (time.perf_counter() - start) * stride
+    same = _sampled(fast, stride).same_as(reference, rtol=1e-5, atol=1e-6)
+    batched_s = timed(lambda: compute_graphs(run, tokens)) / len(tokens)
+    sample = "every target unit" if stride == 1 else f"1/{stride} of target units, scaled"
+    return [
+        ("shape", f"{SMALL.name}, n_ctx {SMALL.n_ctx}, alive {alive_fraction(run, tokens):.1%}"),
+        ("torch threads", str(torch.get_num_threads())),
+        ("nodes / edges per prompt", f"{fast.n_nodes} / {fast.n_edges}"),
+        (f"reference (original algorithm; {sample}) s/prompt", f"{ref_s:.2f}"),
+        ("fast path s/prompt", f"{fast_s:.3f}"),
+        ("fast path, 4 prompts batched, s/prompt", f"{batched_s:.3f}"),
+        ("identical edges on the reference's targets (rtol 1e-5)", str(same)),
+        ("FIGURE compute_speedup", f"{ref_s / fast_s:.1f}"),
+    ]
+
+
+def real_size(root: Path, quick: bool, device: str) -> list[tuple[str, str]]:
+    run = build_run(root, REAL, device)
+    n_prompts, batch = (1, 1) if quick else (2, 2)
+    tokens = prompts(REAL, n_prompts, seed=2).to(run.device)
+    compute_graphs(run, tokens[:batch])
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    n_edges = 0
+    for i in range(0, n_prompts, batch):
+        n_edges += sum(g.n_edges for g in compute_graphs(run, tokens[i : i + batch]))
+    if device == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    if device == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    tag = "gpu" if device == "cuda" else "cpu"
+    return [
+        (
+            "shape",
+            f"{REAL.name}, shared_mlp {list(REAL.hidden)}, n_ctx {REAL.n_ctx}, "
+            f"alive {alive_fraction(run, tokens[:2]):.1%}, {device}",
+        ),
+        ("prompts, batch", f"{n_prompts}, {batch}"),
+        ("edges per prompt", f"{n_edges / n_prompts:.0f}"),
+        ("s/prompt", f"{elapsed / n_prompts:.3f}"),
+        (f"peak memory MB ({'allocated' if tag == 'gpu' else 'process RSS'})", f"{peak_mb:.0f}"),
+        ("RSS before, MB", f"{rss_before / 1024:.0f}"),
+        (f"FIGURE compute_{tag}_prompts_per_s", f"{n_prompts / elapsed:.2f}"),
+        (f"FIGURE compute_{tag}_peak_mb", f"{peak_mb:.0f}"),
+    ]
+
+
+def print_table(title: str, rows: list[tuple[str, str]]) -> None:
+    print(f"\n{title}")
+    width = max(len(k) for k, _ in rows if not k.startswith("FIGURE"))
+    for key, value in rows:
+        if not key.startswith("FIGURE"):
+            print(f"  {key:<{width}}  {value}")
+    for key, value in rows:
+        if key.startswith("FIGURE"):
+            print(f"{key} {value}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer prompts, sparser reference")
+    parser.add_argument(
+        "--reference-stride",
+        type=int,
+        default=None,
+        help="time the reference on 1/N of the target units and scale (default 8; quick 32; "
+        "1 = the full reference, about 5 minutes on 2 cores)",
+    )
+    parser.add_argument("--skip-real", action="store_true", help="only the speedup comparison")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        stride = args.reference_stride or (32 if args.quick else 8)
+        print_table("compute: fast path vs reference (CPU)", speedup(root / "small", stride))
+        if not args.skip_real:
+            print_table("compute: real size (CPU)", real_size(root / "real", args.quick, "cpu"))
+            if torch.cuda.is_available():
+                print_table("compute: real size (GPU)", real_size(root / "gpu", args.quick, "cuda"))
+
+
+if __name__ == "__main__":
+    main()

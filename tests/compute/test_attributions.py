@@ -1,0 +1,148 @@
+"""The fast path against the per-unit reference, on real SPD-format runs of every kind."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from locattr.compute import LoadedRun, compute_graph, compute_graphs, load_run
+from locattr.graph import OUTPUT_LAYER, WTE_LAYER
+
+from .reference import reference_graph
+from .spd_runs import RunSpec
+
+TOKENS = [3, 7, 1, 12, 5, 9, 2]
+CI_FNS = ("mlp", "vector_mlp", "shared_mlp")
+SIGMOIDS = ("normal", "hard", "leaky_hard", "upper_leaky_hard", "lower_leaky_hard", "swish_hard")
+
+VARIANTS = {
+    **{arch: RunSpec(arch=arch) for arch in ("GPT2Simple", "LlamaSimple", "LlamaSimpleMLP")},
+    "hf_gpt2": RunSpec(arch="GPT2LMHeadModel"),
+    "legacy_keys": RunSpec(legacy_keys=True, steps=(2, 10, 9)),
+    "per_module_C": RunSpec(
+        arch="LlamaSimple",
+        per_module_C=(
+            ("h.*.attn.*_proj", 5),
+            ("h.*.mlp.gate_proj", 7),
+            ("h.*.mlp.up_proj", 4),
+            ("h.*.mlp.down_proj", 9),
+        ),
+    ),
+    "identity": RunSpec(identity_patterns=("h.*.mlp.down_proj",), n_layer=1),
+    "embedding_components": RunSpec(
+        patterns=("wte", "h.*.attn.*_proj", "h.*.mlp.c_fc"), ci_fn_type="mlp", n_layer=1
+    ),
+    "no_gqa": RunSpec(
+        arch="LlamaSimple",
+        patterns=("h.*.attn.c_attn", "h.*.attn.o_proj", "h.*.mlp.down_proj"),
+        extra_model_config=(("use_grouped_query_attention", False),),
+    ),
+    "rotary_adjacent": RunSpec(
+        arch="LlamaSimpleMLP", extra_model_config=(("rotary_adjacent_pairs", True),)
+    ),
+}
+
+
+def _load64(write: Callable[[RunSpec], Path], spec: RunSpec) -> LoadedRun:
+    return load_run(write(spec), dtype=torch.float64)
+
+
+def _assert_same(run: LoadedRun, **options: object) -> None:
+    fast = compute_graph(run, TOKENS, **options)  # type: ignore[arg-type]
+    reference = reference_graph(run, TOKENS, **options)  # type: ignore[arg-type]
+    assert fast.n_nodes == reference.n_nodes and fast.n_edges == reference.n_edges
+    assert fast.n_edges > 0
+    assert fast.same_as(reference, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_fast_path_equals_reference(write_spd_run: Callable[[RunSpec], Path], name: str) -> None:
+    run = _load64(write_spd_run, VARIANTS[name])
+    _assert_same(run)
+    extras = {"include_output": True, "include_wte": run.structure.has_wte}
+    _assert_same(run, **extras)
+    _assert_same(run, mode="target")
+
+
+@pytest.mark.parametrize("ci_fn", CI_FNS)
+@pytest.mark.parametrize("sigmoid", SIGMOIDS)
+def test_every_ci_fn_and_sigmoid(
+    write_spd_run: Callable[[RunSpec], Path], ci_fn: str, sigmoid: str
+) -> None:
+    spec = RunSpec(n_layer=1, ci_fn_type=ci_fn, sigmoid_type=sigmoid, ci_fn_hidden_dims=(4, 3))  # type: ignore[arg-type]
+    run = _load64(write_spd_run, spec)
+    _assert_same(run, ci_threshold=0.05)
+
+
+def test_float32_within_relative_tolerance(write_spd_run: Callable[[RunSpec], Path]) -> None:
+    """Same candidate edges (no threshold, original's position rule); values within 1e-5."""
+    run = load_run(write_spd_run(RunSpec(arch="LlamaSimpleMLP")))
+    fast = compute_graph(run, TOKENS, attr_threshold=0.0)
+    reference = reference_graph(run, TOKENS, attr_threshold=0.0, structure=run.structure)
+    assert fast.same_as(reference, rtol=1e-5, atol=1e-7)
+
+
+def test_nodes_are_exactly_the_alive_units(write_spd_run: Callable[[RunSpec], Path]) -> None:
+    run = load_run(write_spd_run(RunSpec()))
+    threshold = 0.2
+    graph = compute_graph(run, TOKENS, ci_threshold=threshold, attr_threshold=10.0)
+    assert graph.n_edges == 0
+    tokens = torch.tensor([TOKENS])
+    with torch.no_grad():
+        ci, _ = run.model.causal_importances(run.model(tokens, cache_inputs=True).inputs)
+    expected = {
+        (layer, s, c): float(ci[layer][0, s, c])
+        for layer in run.model.module_paths
+        for s, c in (ci[layer][0] >= threshold).nonzero().tolist()
+    }
+    got = {(n.layer, n.pos, n.component): n.ci for n in graph.nodes}
+    assert got.keys() == expected.keys()
+    assert np.allclose([got[k] for k in expected], list(expected.values()))
+
+
+def test_batched_prompts_equal_single_prompts(write_spd_run: Callable[[RunSpec], Path]) -> None:
+    run = _load64(write_spd_run, RunSpec(arch="LlamaSimple"))
+    prompts = [TOKENS, TOKENS[::-1], [4] * len(TOKENS)]
+    options = {"include_wte": True, "include_output": True}
+    batched = compute_graphs(run, prompts, **options)  # type: ignore[arg-type]
+    for prompt, graph in zip(prompts, batched, strict=True):
+        single = compute_graph(run, prompt, **options)  # type: ignore[arg-type]
+        assert graph.same_as(single, rtol=1e-9, atol=1e-12)
+
+
+def test_small_chunks_change_nothing(write_spd_run: Callable[[RunSpec], Path]) -> None:
+    run = _load64(write_spd_run, RunSpec())
+    whole = compute_graph(run, TOKENS)
+    chunked = compute_graph(run, TOKENS, chunk_elements=1)
+    assert whole.same_as(chunked, rtol=1e-12, atol=0)
+
+
+def test_pseudo_layers_are_first_and_last(write_spd_run: Callable[[RunSpec], Path]) -> None:
+    run = load_run(write_spd_run(RunSpec()))
+    graph = compute_graph(run, TOKENS, include_wte=True, include_output=True)
+    assert graph.layers[0] == WTE_LAYER and graph.layers[-1] == OUTPUT_LAYER
+    wte_nodes = [n for n in graph.nodes if n.layer == WTE_LAYER]
+    assert [n.pos for n in wte_nodes] == list(range(len(TOKENS)))
+    output_probs = [n.ci for n in graph.nodes if n.layer == OUTPUT_LAYER]
+    assert output_probs and min(output_probs) >= 0.01
+
+
+def test_target_mode_forward_is_the_target_model(write_spd_run: Callable[[RunSpec], Path]) -> None:
+    run = _load64(write_spd_run, RunSpec(arch="GPT2LMHeadModel"))
+    model, tokens = run.model, torch.tensor([TOKENS])
+    with torch.no_grad():
+        plain = model(tokens).output
+        ones = torch.ones(tokens.shape, dtype=torch.float64)
+        masks = {
+            p: torch.ones(1, len(TOKENS), model.components(p).C, dtype=torch.float64)
+            for p in model.module_paths
+        }
+        deltas = {p: (w, ones) for p, w in model.weight_deltas().items()}
+        replaced = model(tokens, masks=masks, deltas=deltas).output
+        masked_only = model(tokens, masks=masks).output
+    assert torch.allclose(plain, replaced, atol=1e-10)
+    assert not torch.allclose(plain, masked_only, atol=1e-3)
