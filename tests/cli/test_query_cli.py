@@ -10,6 +10,7 @@ import pytest
 from locattr import LocalAttrDB
 from locattr.graph import Graph
 from locattr.storage import PromptRecord
+from locattr.storage.models import SCHEMA_REVISION
 
 LOCATTR = str(Path(sys.executable).with_name("locattr"))
 
@@ -104,7 +105,9 @@ def test_database_problems_name_the_file(tmp_path: Path) -> None:
 def test_db_upgrade_and_merge(tmp_path: Path, small_db: str) -> None:
     fresh = str(tmp_path / "fresh.db")
     upgraded = run("db", "upgrade", "--db", fresh)
-    assert upgraded.returncode == 0 and "0001_initial" in upgraded.stdout
+    assert upgraded.returncode == 0 and SCHEMA_REVISION in upgraded.stdout
+    optimized = run("db", "optimize", "--db", small_db)
+    assert optimized.returncode == 0 and "packed through prompt 2" in optimized.stdout
     merged = run("merge", str(tmp_path / "merged.db"), small_db, fresh)
     assert merged.returncode == 0, merged.stderr
     assert "2 prompts added" in merged.stdout and "merged.db: 2 prompts" in merged.stdout

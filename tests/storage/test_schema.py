@@ -46,6 +46,20 @@ def test_other_revision_names_the_command_that_fixes_it(db_url: str) -> None:
             LocalAttrDB(db_url, readonly=readonly)
 
 
+def test_an_older_database_upgrades_in_place(db_url: str) -> None:
+    target = resolve_target(db_url)
+    engine = create_sync_engine(target)
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(target, connection), "0001_initial")
+    engine.dispose()
+    with pytest.raises(DatabaseError, match="0001_initial.*locattr db upgrade"):
+        LocalAttrDB(db_url)
+    assert upgrade(target) == SCHEMA_REVISION
+    with LocalAttrDB(db_url) as db:
+        db.register_layers({"h.0.mlp.c_fc": 2})
+        assert db.build_postings() == 0
+
+
 def test_missing_file_read_only(tmp_path: Path) -> None:
     with pytest.raises(DatabaseError, match=r"no database at .*missing\.db.*locattr-generate"):
         LocalAttrDB(tmp_path / "missing.db", readonly=True)

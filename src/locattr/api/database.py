@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, event
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -56,8 +55,8 @@ class Database:
         deadline[0] = time.monotonic() + self.timeout_s
         try:
             return await connection.run_sync(read)
-        except OperationalError as error:
-            if "interrupted" in str(error) or "statement timeout" in str(error):
+        except Exception as error:  # the driver's own error type when raised from its cursor
+            if _is_timeout(error):
                 raise QueryTimeoutError(
                     f"the query took longer than {self.timeout_s:g} s; ask for fewer components "
                     "or a smaller page"
@@ -65,6 +64,11 @@ class Database:
             raise
         finally:
             deadline[0] = math.inf
+
+
+def _is_timeout(error: Exception) -> bool:
+    """SQLite's progress-handler interrupt, or PostgreSQL's statement_timeout."""
+    return "interrupted" in str(error) or "statement timeout" in str(error)
 
 
 def _install_deadline(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:

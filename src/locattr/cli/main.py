@@ -54,6 +54,14 @@ def db_upgrade(db: DbOption) -> None:
     console.print(f"{resolve_target(db).display} is at schema revision {revision}")
 
 
+@db_app.command("optimize")
+def db_optimize(db: DbOption) -> None:
+    """Pack the inverted index per component so searches are fast (locattr-generate does this)."""
+    with LocalAttrDB(db) as database:
+        through = database.build_postings()
+    console.print(f"{resolve_target(db).display}: search index packed through prompt {through}")
+
+
 @query_app.command("search")
 def query_search(
     keys: Annotated[list[str], typer.Argument(help="Component keys 'layer:index'.")],
@@ -180,6 +188,7 @@ def merge(
             with LocalAttrDB(source, readonly=True) as other:
                 added = into.merge_from(other)
             console.print(f"{source}: {added} prompts added")
+        into.build_postings()
         console.print(f"{into.target.display}: {into.get_prompt_count()} prompts")
 
 

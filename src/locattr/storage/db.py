@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from locattr.graph import PSEUDO_LAYERS, Graph
-from locattr.storage import queries, reads, writes
+from locattr.storage import postings, queries, reads, writes
 from locattr.storage.codec import ValueDtype, decode_graph
 from locattr.storage.engine import (
     DatabaseError,
@@ -114,6 +114,16 @@ class LocalAttrDB:
         prepared = [writes.prepare_prompt(r, slots, value_dtype) for r in records]
         with writes.write_transaction(self.engine) as connection:
             return writes.insert_prompts(connection, prepared)
+
+    def build_postings(self) -> int:
+        """Pack the index per component for fast search (after a build or a merge).
+
+        Returns the highest prompt id covered; prompts added later are still found (from the
+        index rows), just more slowly until the next build.
+        """
+        self._require_writable()
+        with writes.write_transaction(self.engine) as connection:
+            return postings.build_postings(connection)
 
     def set_meta(self, values: Mapping[str, object]) -> None:
         self._require_writable()

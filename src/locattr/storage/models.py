@@ -19,7 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_REVISION = "0001_initial"
+SCHEMA_REVISION = "0002_component_postings"
 """The alembic revision these models correspond to (checked against alembic's head in tests)."""
 
 
@@ -114,9 +114,27 @@ class ComponentActivation(Base):
     positions: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class ComponentPosting(Base):
+    """The inverted index packed per component, for fast search (see `storage.postings`).
+
+    Covers the index rows with ``prompt_id <= through_prompt_id``: the prompt ids (ascending,
+    little-endian int32) and the matching max CIs (little-endian float32). Rows added after the
+    last build are read from `component_activations`, so the packed copy is never wrong, only
+    less complete.
+    """
+
+    __tablename__ = "component_postings"
+
+    component_id: Mapped[int] = mapped_column(ForeignKey("components.id"), primary_key=True)
+    through_prompt_id: Mapped[int] = mapped_column(Integer)
+    prompt_ids: Mapped[bytes] = mapped_column(LargeBinary)
+    max_ci: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 meta_table = Base.metadata.tables["meta"]
 layers_table = Base.metadata.tables["layers"]
 components_table = Base.metadata.tables["components"]
 activation_contexts_table = Base.metadata.tables["activation_contexts"]
 prompts_table = Base.metadata.tables["prompts"]
 component_activations_table = Base.metadata.tables["component_activations"]
+component_postings_table = Base.metadata.tables["component_postings"]

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection
 
-from locattr.storage import queries
+from locattr.storage import postings, queries
 from locattr.storage.index_rows import decode_positions
 from locattr.storage.keys import ComponentKey, parse_keys
 from locattr.storage.records import (
@@ -135,8 +135,9 @@ def search(
             ranked = [r for r in ranked if (-r[1], r[0]) > (-after.score, after.prompt_id)]
         rows = ranked[: limit + 1]
     else:
-        rows = connection.execute(queries.search_prompts(spec, limit=limit, after=after)).all()
-        total = _total(connection, spec, rows, after)
+        rows, total = postings.rank(
+            postings.read_postings(connection, spec.component_ids), spec, limit=limit, after=after
+        )
         shown = [row[0] for row in rows[:limit]]
         match_rows = (
             connection.execute(queries.matches_in_prompts(spec, shown)).all() if shown else []
@@ -155,20 +156,6 @@ def search(
         queries.SearchCursor(page[-1][1], page[-1][0]).encode() if len(rows) > limit else None
     )
     return SearchPage(hits=hits, total=total, next_cursor=next_cursor, unknown_keys=unknown)
-
-
-def _total(
-    connection: Connection,
-    spec: queries.MatchSpec,
-    rows: Sequence[Any],
-    after: queries.SearchCursor | None,
-) -> int:
-    if rows:
-        return int(rows[0][2])
-    if after is None:
-        return 0
-    # Past the last page the count is not in the (empty) result.
-    return int(connection.execute(queries.count_matching_prompts(spec)).scalar_one())
 
 
 def _group_matches(
