@@ -105,6 +105,9 @@ def test_components(client: httpx.Client) -> None:
         "h.1.attn.o_proj:1",
         "h.1.attn.o_proj:2",
     ]
+    first = client.get("/api/components", params={"limit": 2}).json()
+    rest = client.get("/api/components", params={"limit": 2, "cursor": first["next_cursor"]})
+    assert [c["key"] for c in first["items"] + rest.json()["items"]] == [c["key"] for c in listed]
     detail = client.get(f"/api/components/{A}").json()
     assert detail["prompt_count"] == 2 and detail["top_prompt_ids"] == [1, 2]
     assert detail["cofiring"][0] == {"key": B, "prompts": 2} and detail["cofiring_sample"] == 2

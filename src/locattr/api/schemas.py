@@ -171,6 +171,7 @@ class Component(BaseModel):
 
 class ComponentList(BaseModel):
     items: list[Component]
+    next_cursor: str | None
 
 
 class Cofiring(BaseModel):

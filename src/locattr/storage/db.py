@@ -221,7 +221,8 @@ class LocalAttrDB:
     ) -> list[ComponentSummary]:
         """Components that fire in stored prompts, most prompts first."""
         with self.engine.connect() as connection:
-            return reads.list_components(connection, self._layers, layer=layer, limit=limit)
+            page, _ = reads.list_components(connection, self._layers, layer=layer, limit=limit)
+        return page
 
     def get_component_stats(self, key: str, *, top_k: int = 10) -> ComponentStats | None:
         """How often and how strongly `key` fires; None if no such component exists."""

@@ -166,19 +166,36 @@ def layers() -> AnySelect:
 
 
 def component_summaries(
-    *, layer_id: int | None = None, only_active: bool = True, limit: int | None = None
+    *,
+    layer_id: int | None = None,
+    limit: int,
+    after: tuple[int, int] | None = None,
 ) -> AnySelect:
-    """(layer, index, prompt_count, sum_max_ci, max_max_ci, mean_ci), most prompts first."""
+    """(id, layer, index, prompt_count, sum_max_ci, max_max_ci, mean_ci) of components that
+    fire, most prompts first (ties by id); `after` = (prompt_count, id) of the previous page's
+    last row."""
     c = components_table.c
-    statement = select(
-        layers_table.c.name, c.index, c.prompt_count, c.sum_max_ci, c.max_max_ci, c.mean_ci
-    ).join(layers_table, layers_table.c.id == c.layer_id)
+    statement = (
+        select(
+            c.id,
+            layers_table.c.name,
+            c.index,
+            c.prompt_count,
+            c.sum_max_ci,
+            c.max_max_ci,
+            c.mean_ci,
+        )
+        .join(layers_table, layers_table.c.id == c.layer_id)
+        .where(c.prompt_count > 0)
+    )
     if layer_id is not None:
         statement = statement.where(c.layer_id == layer_id)
-    if only_active:
-        statement = statement.where(c.prompt_count > 0)
-    statement = statement.order_by(c.prompt_count.desc(), c.id)
-    return statement.limit(limit) if limit is not None else statement
+    if after is not None:
+        count, component_id = after
+        statement = statement.where(
+            or_(c.prompt_count < count, and_(c.prompt_count == count, c.id > component_id))
+        )
+    return statement.order_by(c.prompt_count.desc(), c.id).limit(limit)
 
 
 def component_counters(component_id: int) -> AnySelect:

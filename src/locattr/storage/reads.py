@@ -218,17 +218,31 @@ def cofiring_components(
 
 
 def list_components(
-    connection: Connection, layers: LayerCache, *, layer: str | None, limit: int
-) -> list[ComponentSummary]:
-    """Components that fire in stored prompts, most prompts first."""
+    connection: Connection,
+    layers: LayerCache,
+    *,
+    layer: str | None,
+    limit: int,
+    cursor: str | None = None,
+) -> tuple[list[ComponentSummary], str | None]:
+    """A page of the components that fire in stored prompts, most prompts first."""
+    queries.check_limit(limit)
+    after = None
+    if cursor:
+        values = queries.decode_cursor("c", cursor)
+        if len(values) != 2 or not all(isinstance(v, int) for v in values):
+            raise queries.CursorError(f"invalid cursor {cursor!r}: not a component-list cursor")
+        after = (values[0], values[1])
     layer_id = None
     if layer is not None:
         slot = layers.slots(connection, refresh=True).get(layer)
         if slot is None:
-            return []
+            return [], None
         layer_id = slot.id
-    statement = queries.component_summaries(layer_id=layer_id, limit=queries.check_limit(limit))
-    return [
+    rows = connection.execute(
+        queries.component_summaries(layer_id=layer_id, limit=limit + 1, after=after)
+    ).all()
+    page = [
         ComponentSummary(
             key=f"{name}:{index}",
             layer=name,
@@ -238,8 +252,11 @@ def list_components(
             max_max_ci=maximum,
             mean_ci=mean_ci,
         )
-        for name, index, count, total, maximum, mean_ci in connection.execute(statement).all()
+        for _, name, index, count, total, maximum, mean_ci in rows[:limit]
     ]
+    last = rows[limit - 1] if len(rows) > limit else None
+    next_cursor = queries.encode_cursor("c", last[3], last[0]) if last is not None else None
+    return page, next_cursor
 
 
 def activation_context(

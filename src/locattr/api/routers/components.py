@@ -29,13 +29,17 @@ async def list_components(
     connection: ConnectionDep,
     layer: LayerParam = None,
     limit: LimitParam = 100,
+    cursor: CursorParam = None,
 ) -> schemas.ComponentList:
-    """Components that fire in stored prompts, most prompts first."""
+    """Components that fire in stored prompts, most prompts first (ties by model order)."""
 
     def read(sync_connection: Connection) -> schemas.ComponentList:
-        rows = reads.list_components(sync_connection, database.layers, layer=layer, limit=limit)
+        rows, next_cursor = reads.list_components(
+            sync_connection, database.layers, layer=layer, limit=limit, cursor=cursor
+        )
         return schemas.ComponentList(
-            items=[schemas.Component.model_validate(row, from_attributes=True) for row in rows]
+            items=[schemas.Component.model_validate(row, from_attributes=True) for row in rows],
+            next_cursor=next_cursor,
         )
 
     return await database.run(connection, read)
