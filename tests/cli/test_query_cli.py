@@ -47,6 +47,12 @@ def test_search_lists_ranked_prompts(small_db: str) -> None:
     both = run("query", "search", "h.0.mlp.c_fc:3", "h.0.mlp.down_proj:5", db=small_db)
     assert "1 prompts where all of 2 components fire" in both.stdout
     assert "0.750 @ [1]" in both.stdout
+    together = run(
+        "query", "search", "h.0.mlp.c_fc:3", "h.0.mlp.down_proj:5", "--same-position", db=small_db
+    )
+    assert "1 prompts where all of 2 components fire" in together.stdout
+    strong = run("query", "search", "h.0.mlp.c_fc:3", "--min-ci", "0.5", db=small_db)
+    assert "1 prompts where all of 1 components fire" in strong.stdout
 
 
 def test_stats_components_and_prompt(small_db: str) -> None:

@@ -69,13 +69,24 @@ def query_search(
     any_: Annotated[
         bool, typer.Option("--any", help="Prompts with any key (default: all).")
     ] = False,
+    min_ci: Annotated[
+        float, typer.Option(help="Count a component only where its max CI reaches this.")
+    ] = 0.0,
+    same_position: Annotated[
+        bool, typer.Option(help="All components at one common position.")
+    ] = False,
     limit: Annotated[int, typer.Option(help="Results per page (1-1000).")] = 20,
     cursor: Annotated[str | None, typer.Option(help="next_cursor from a previous page.")] = None,
 ) -> None:
     """Prompts where all (or any) of the components fire, ranked by summed max CI."""
     with _open(db) as database:
         page = database.find_prompts_with_components(
-            keys, require_all=not any_, limit=limit, cursor=cursor
+            keys,
+            require_all=not any_,
+            limit=limit,
+            cursor=cursor,
+            min_ci=min_ci,
+            same_position=same_position,
         )
         previews = {info.id: info for info in database.get_prompts(page.prompt_ids)}
     for key in page.unknown_keys:
