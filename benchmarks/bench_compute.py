@@ -2,8 +2,9 @@
 
 Run as `python -m benchmarks.bench_compute [--quick]`. Prints a table and `FIGURE` lines:
 `compute_speedup` (seconds per prompt, reference / fast, same run and device, identical edges),
-`compute_cpu_prompts_per_s` and `compute_cpu_peak_mb` at real size (C 1200, n_ctx 64), and
-`compute_gpu_prompts_per_s` when CUDA is available.
+`compute_cpu_prompts_per_s`, `compute_cpu_peak_mb` and `compute_backward_share` (the fraction of
+fast-path time inside the batched backward passes) at real size (C 1200, n_ctx 64), and the
+`compute_gpu_*` figures when CUDA is available.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +30,7 @@ if str(REPO) not in sys.path:
 from tests.compute.reference import reference_graph  # noqa: E402
 from tests.compute.spd_runs import RunSpec, write_run  # noqa: E402
 
-from locattr.compute import LoadedRun, compute_graph, compute_graphs, load_run  # noqa: E402
+from locattr.compute import LoadedRun, attributions, compute_graph, compute_graphs, load_run  # noqa: E402
 from locattr.graph import Graph  # noqa: E402
 
 
@@ -93,6 +96,29 @@ def timed(fn, repeat: int = 1) -> float:  # noqa: ANN001
     return (time.perf_counter() - start) / repeat
 
 
+@contextmanager
+def backward_timer(device: str) -> Iterator[list[float]]:
+    """Seconds spent inside `attributions.batched_grad` while the context is open."""
+    spent = [0.0]
+    original: Callable[..., tuple[torch.Tensor, ...]] = attributions.batched_grad
+
+    def timed(*args: torch.Tensor | list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        grads = original(*args)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        spent[0] += time.perf_counter() - start
+        return grads
+
+    attributions.batched_grad = timed  # type: ignore[assignment]
+    try:
+        yield spent
+    finally:
+        attributions.batched_grad = original
+
+
 def alive_fraction(run: LoadedRun, tokens: torch.Tensor) -> float:
     with torch.no_grad():
         ci, _ = run.model.causal_importances(run.model(tokens, cache_inputs=True).inputs)
@@ -154,8 +180,9 @@ def real_size(root: Path, quick: bool, device: str) -> list[tuple[str, str]]:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     n_edges = 0
-    for i in range(0, n_prompts, batch):
-        n_edges += sum(g.n_edges for g in compute_graphs(run, tokens[i : i + batch]))
+    with backward_timer(device) as backward_s:
+        for i in range(0, n_prompts, batch):
+            n_edges += sum(g.n_edges for g in compute_graphs(run, tokens[i : i + batch]))
     if device == "cuda":
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
@@ -173,10 +200,15 @@ def real_size(root: Path, quick: bool, device: str) -> list[tuple[str, str]]:
         ("prompts, batch", f"{n_prompts}, {batch}"),
         ("edges per prompt", f"{n_edges / n_prompts:.0f}"),
         ("s/prompt", f"{elapsed / n_prompts:.3f}"),
+        ("of which batched backward passes, s/prompt", f"{backward_s[0] / n_prompts:.3f}"),
         (f"peak memory MB ({'allocated' if tag == 'gpu' else 'process RSS'})", f"{peak_mb:.0f}"),
         ("RSS before, MB", f"{rss_before / 1024:.0f}"),
         (f"FIGURE compute_{tag}_prompts_per_s", f"{n_prompts / elapsed:.2f}"),
         (f"FIGURE compute_{tag}_peak_mb", f"{peak_mb:.0f}"),
+        (
+            "FIGURE compute_backward_share" + ("_gpu" if tag == "gpu" else ""),
+            f"{backward_s[0] / elapsed:.2f}",
+        ),
     ]
 
 

@@ -117,7 +117,7 @@ def test_batched_prompts_equal_single_prompts(write_spd_run: Callable[[RunSpec],
 def test_small_chunks_change_nothing(write_spd_run: Callable[[RunSpec], Path]) -> None:
     run = _load64(write_spd_run, RunSpec())
     whole = compute_graph(run, TOKENS)
-    chunked = compute_graph(run, TOKENS, chunk_elements=1)
+    chunked = compute_graph(run, TOKENS, chunk_bytes=1)
     assert whole.same_as(chunked, rtol=1e-12, atol=0)
 
 
@@ -146,3 +146,82 @@ def test_target_mode_forward_is_the_target_model(write_spd_run: Callable[[RunSpe
         masked_only = model(tokens, masks=masks).output
     assert torch.allclose(plain, replaced, atol=1e-10)
     assert not torch.allclose(plain, masked_only, atol=1e-3)
+
+
+REAL_SHAPED = RunSpec(
+    arch="LlamaSimpleMLP",
+    n_layer=4,
+    n_embd=32,
+    n_head=4,
+    vocab_size=64,
+    C=40,
+    ci_fn_hidden_dims=(24,),
+    dead_fraction=0.85,
+)
+LONG_TOKENS = [3, 7, 1, 12, 5, 9, 2, 40, 33, 61]
+
+
+def test_real_shaped_run_with_wide_C(write_spd_run: Callable[[RunSpec], Path]) -> None:
+    """C wider than d_model, 4 layers and heads: gradients are projected onto alive units only."""
+    run = _load64(write_spd_run, REAL_SHAPED)
+    options = {"include_wte": True, "include_output": True, "ci_threshold": 0.1}
+    reference = reference_graph(run, LONG_TOKENS, **options)  # type: ignore[arg-type]
+    assert reference.n_edges > 0
+    for chunk_bytes in (1 << 30, 1 << 16):
+        fast = compute_graph(run, LONG_TOKENS, chunk_bytes=chunk_bytes, **options)  # type: ignore[arg-type]
+        assert fast.same_as(reference, rtol=1e-9, atol=1e-12)
+
+
+def _per_position_alive(run: LoadedRun, threshold: float) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        ci, _ = run.model.causal_importances(
+            run.model(torch.tensor([TOKENS]), cache_inputs=True).inputs
+        )
+    return {p: (v[0] >= threshold).sum(-1) for p, v in ci.items()}
+
+
+def test_positions_with_no_alive_source(write_spd_run: Callable[[RunSpec], Path]) -> None:
+    run = _load64(write_spd_run, RunSpec(arch="LlamaSimple", C=8))
+    threshold = 0.45
+    counts = _per_position_alive(run, threshold)
+    assert any(bool((n == 0).any() and (n > 0).any()) for n in counts.values())
+    _assert_same(run, ci_threshold=threshold)
+
+
+def _kill(run: LoadedRun, paths: tuple[str, ...]) -> None:
+    """Make every component of these layers dead (CI ~ 0) by shifting the CI function's output."""
+    with torch.no_grad():
+        for path in paths:
+            last = run.model.ci_fn(path).layers[-1]
+            last.b -= 1e3  # type: ignore[operator]
+
+
+def test_dead_source_and_target_layers(write_spd_run: Callable[[RunSpec], Path]) -> None:
+    """k/v dead: o_proj's position-crossing group has no sources; a dead o_proj has no rows."""
+    run = _load64(write_spd_run, RunSpec(arch="GPT2Simple"))
+    _kill(run, ("h.0.attn.k_proj", "h.0.attn.v_proj", "h.1.attn.o_proj", "h.1.mlp.c_fc"))
+    counts = _per_position_alive(run, 1e-6)
+    assert int(counts["h.0.attn.k_proj"].sum()) == 0 and int(counts["h.1.mlp.c_fc"].sum()) == 0
+    assert int(counts["h.0.attn.o_proj"].sum()) > 0
+    _assert_same(run)
+    _assert_same(run, include_output=True, include_wte=True)
+
+
+def test_leaf_outputs_forward_is_the_masked_forward(
+    write_spd_run: Callable[[RunSpec], Path],
+) -> None:
+    """Same logits, and d/d(acts) = (d/d(output) @ U.T) * mask, the identity the fast path uses."""
+    run = _load64(write_spd_run, RunSpec())
+    model, tokens = run.model, torch.tensor([TOKENS])
+    with torch.no_grad():
+        ci, _ = model.causal_importances(model(tokens, cache_inputs=True).inputs)
+    with torch.enable_grad():
+        acts = model(tokens, masks=ci, cache_acts=True)
+        outs = model(tokens, masks=ci, leaf_outputs=True)
+    assert torch.allclose(acts.output, outs.output, rtol=1e-12, atol=1e-12)
+    path = model.module_paths[-1]
+    logit = (acts.output[0, -1, 0], outs.output[0, -1, 0])
+    (grad_acts,) = torch.autograd.grad(logit[0], [acts.post[path]])
+    (grad_out,) = torch.autograd.grad(logit[1], [outs.outputs[path]])
+    projected = (grad_out @ model.components(path).U.T) * ci[path]
+    assert torch.allclose(grad_acts, projected, rtol=1e-10, atol=1e-12)

@@ -5,30 +5,41 @@ Semantics (the original system's): a CI-masked forward without weight deltas (or
 activations detached into leaves, edge = source act x d target_pre / d source act, between
 alive nodes (lower-leaky CI >= `ci_threshold`), kept when |value| >= `attr_threshold`.
 
-Batching. Rows of a batched backward each carry a one-hot seed. For a target layer whose
-sources never mix positions, one row seeds one alive unit at *every* position at once (the
-Jacobian is position-diagonal, so position s of the gradient belongs to the unit seeded at s):
-rows = the most alive units at any one position. For sources that mix positions (k/v -> o),
-one row seeds one alive (position, component) unit per prompt. Prompts of a batch share rows.
+Narrow gradients. A target's pre-activation is `x @ V`, so seeding unit c is seeding its input x
+with `V[:, c]`; a source's masked acts `m` only reach the rest of the model through
+`m @ U (+ bias)`, so d target / d m[c] = (d target / d output) . U[c]. Backward passes therefore
+run between d-wide tensors (the target's input, the sources' outputs), and only alive source
+components are projected out, never all C.
+
+Batching. Rows of a batched backward each carry one seed per prompt and position. For a target
+layer whose sources never mix positions, one row seeds one alive unit at *every* position at
+once (the Jacobian is position-diagonal, so position s of the gradient belongs to the unit seeded
+at s): rows = the most alive units at any one position. For sources that mix positions (k/v ->
+o), one row seeds one alive (position, component) unit per prompt. Prompts of a batch share rows.
+Rows are chunked so each chunk's tensors stay within `chunk_bytes`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from locattr.compute.component_model import ComponentModel, ForwardResult
+from locattr.compute.components import LinearComponents
 from locattr.compute.run_loading import LoadedRun
 from locattr.compute.structure import LayerPair
 from locattr.graph import OUTPUT_LAYER, WTE_LAYER, Graph
 
 AttributionMode = Literal["ci_masked", "target"]
-DEFAULT_CHUNK_ELEMENTS = 1 << 24
+DEFAULT_CHUNK_BYTES = 1 << 30
+# Rough multiple of a row's own gradient and projection tensors held at once during its backward
+# (attention-style intermediates, masks, the index tensors of kept edges).
+_ROW_BYTES_FACTOR = 4
 
 
 @dataclass
@@ -41,11 +52,48 @@ class _Layer:
 
 
 @dataclass
-class _Edges:
-    prompt: list[Tensor]
-    source: list[Tensor]
-    target: list[Tensor]
-    value: list[Tensor]
+class _Source:
+    """A source layer's alive units, padded to the most alive at any one position (K).
+
+    Edge value for padded slot k at (b, s) = `weight * (grad_of_leaf[b, s] . direction)`.
+    """
+
+    leaf: Float[Tensor, "batch seq d"]
+    valid: Bool[Tensor, "batch seq K"]
+    node_id: Int[Tensor, "batch seq K"]
+    weight: Float[Tensor, "batch seq K"]
+    direction: Float[Tensor, "batch seq K d"]
+
+
+@dataclass
+class _Target:
+    """What a backward starts from: `seeded` (the target's input, or the logits) and the seed
+    of unit c, `direction[c]`, or a one-hot on c when `direction` is None."""
+
+    layer: _Layer
+    seeded: Float[Tensor, "batch seq width"]
+    direction: Float[Tensor, "C width"] | None
+
+
+@dataclass
+class _Slots:
+    """Per (prompt, slot): the seeded target unit's node id and position, -1 where none.
+
+    Slots are rows when crossing positions, else (position, row); slot order is node order.
+    """
+
+    node_id: Int[Tensor, "batch slots"]
+    pos: Int[Tensor, "batch slots"]
+
+
+@dataclass
+class _EdgeRun:
+    """Edges sorted by (prompt, target, source); ids are per-prompt node indices."""
+
+    prompt: Int[Tensor, " n"]
+    source: Int[Tensor, " n"]
+    target: Int[Tensor, " n"]
+    value: Float[Tensor, " n"]
 
 
 def compute_graph(
@@ -58,7 +106,7 @@ def compute_graph(
     include_output: bool = False,
     output_prob_threshold: float = 0.01,
     mode: AttributionMode = "ci_masked",
-    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> Graph:
     """One prompt's graph. Nodes are every alive unit (with or without edges), in
     (layer, pos, component) order; `wte`/`output` pseudo-layers only when asked for."""
@@ -72,7 +120,7 @@ def compute_graph(
         include_output=include_output,
         output_prob_threshold=output_prob_threshold,
         mode=mode,
-        chunk_elements=chunk_elements,
+        chunk_bytes=chunk_bytes,
     )[0]
 
 
@@ -86,7 +134,7 @@ def compute_graphs(
     include_output: bool = False,
     output_prob_threshold: float = 0.01,
     mode: AttributionMode = "ci_masked",
-    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> list[Graph]:
     """Graphs for several equal-length prompts from one forward and shared backward passes."""
     model, structure = run.model, run.structure
@@ -111,7 +159,7 @@ def compute_graphs(
             deltas = {p: (w, ones) for p, w in model.weight_deltas().items()}
     with torch.enable_grad():
         result = model(
-            tokens, masks=masks, deltas=deltas, cache_acts=True, embedding_leaf=include_wte
+            tokens, masks=masks, deltas=deltas, leaf_outputs=True, embedding_leaf=include_wte
         )
 
     layer_names = tuple(
@@ -122,49 +170,41 @@ def compute_graphs(
     )
     values: dict[str, Tensor] = {p: ci[p] for p in model.module_paths}
     alive: dict[str, Tensor] = {p: v >= ci_threshold for p, v in values.items()}
-    pre: dict[str, Tensor] = dict(result.pre)
-    leaves: dict[str, Tensor] = dict(result.post)
     if include_wte:
-        assert result.embedding is not None
         values[WTE_LAYER] = torch.ones(batch, seq, 1, device=model.device, dtype=model.dtype)
         alive[WTE_LAYER] = values[WTE_LAYER] > 0
-        leaves[WTE_LAYER] = result.embedding
     if include_output:
         probs = result.output.detach().softmax(-1)
         values[OUTPUT_LAYER] = probs
         alive[OUTPUT_LAYER] = probs >= output_prob_threshold
-        pre[OUTPUT_LAYER] = result.output
 
-    layers = _index_nodes(layer_names, values, alive, batch)
-    edges = _Edges([], [], [], [])
-    included = set(layer_names)
-    for target in structure.targets:
-        if target not in included:
+    layers, n_nodes = _index_nodes(layer_names, values, alive, batch)
+    sources = _sources(model, result, masks, layers, include_wte)
+    edges: list[_EdgeRun] = []
+    for name in structure.targets:
+        if name not in layers:
             continue
-        pairs = [p for p in structure.sources_of(target) if p.source in included]
-        for group in (
-            [p for p in pairs if not p.crosses_positions],
-            [p for p in pairs if p.crosses_positions],
-        ):
-            if group:
-                _attribute(
-                    include_wte,
-                    pre[target],
-                    layers[target],
-                    group,
-                    layers,
-                    leaves,
-                    attr_threshold,
-                    chunk_elements,
-                    edges,
-                )
+        target = _target(model, result, name, layers[name])
+        pairs = [p for p in structure.sources_of(name) if p.source in sources]
+        runs = [
+            run
+            for group in (
+                [p for p in pairs if not p.crosses_positions],
+                [p for p in pairs if p.crosses_positions],
+            )
+            if group
+            for run in _attribute(target, group, sources, attr_threshold, chunk_bytes)
+        ]
+        if runs:
+            edges.append(_merge(runs, n_nodes))
     return _graphs(layer_names, layers, edges, batch)
 
 
 def _index_nodes(
     names: tuple[str, ...], values: dict[str, Tensor], alive: dict[str, Tensor], batch: int
-) -> dict[str, _Layer]:
-    """Node ids per prompt: layers in order, then positions, then components."""
+) -> tuple[dict[str, _Layer], int]:
+    """Node ids per prompt: layers in order, then positions, then components; and the most
+    nodes of any prompt."""
     offset = torch.zeros(batch, dtype=torch.long, device=next(iter(alive.values())).device)
     layers: dict[str, _Layer] = {}
     for name in names:
@@ -173,7 +213,63 @@ def _index_nodes(
         node_id = torch.where(flat.bool(), local, -1).view(alive[name].shape)
         layers[name] = _Layer(alive[name], values[name], node_id)
         offset = offset + flat.sum(1)
-    return layers
+    return layers, int(offset.max())
+
+
+def _sources(
+    model: ComponentModel,
+    result: ForwardResult,
+    masks: Mapping[str, Tensor],
+    layers: dict[str, _Layer],
+    include_wte: bool,
+) -> dict[str, _Source]:
+    """Every included layer that can be a source, with its alive units padded per position."""
+    sources: dict[str, _Source] = {}
+    for path in model.module_paths:
+        if path not in layers:
+            continue
+        U = model.components(path).U
+        masked = (result.post[path] * masks[path]).detach()
+        sources[path] = _padded(result.outputs[path], layers[path], masked, U)
+    if include_wte:
+        assert result.embedding is not None
+        embedding = result.embedding
+        sources[WTE_LAYER] = _padded(
+            embedding, layers[WTE_LAYER], layers[WTE_LAYER].value, embedding.detach()[..., None, :]
+        )
+    return sources
+
+
+def _padded(
+    leaf: Float[Tensor, "batch seq d"],
+    layer: _Layer,
+    weight: Float[Tensor, "batch seq C"],
+    directions: Float[Tensor, "C d"] | Float[Tensor, "batch seq C d"],
+) -> _Source:
+    """Gather alive units to the front of each position (component order kept), K wide."""
+    width = int(layer.alive.sum(-1).max()) if layer.alive.numel() else 0
+    order = layer.alive.to(torch.uint8).argsort(dim=-1, descending=True, stable=True)[..., :width]
+    if directions.ndim == 2:
+        direction = directions[order]
+    else:
+        index = order[..., None].expand(*order.shape, directions.shape[-1])
+        direction = directions.gather(-2, index)
+    valid = layer.alive.gather(-1, order)
+    return _Source(
+        leaf=leaf,
+        valid=valid,
+        node_id=layer.node_id.gather(-1, order),
+        weight=torch.where(valid, weight.gather(-1, order), 0),
+        direction=direction,
+    )
+
+
+def _target(model: ComponentModel, result: ForwardResult, name: str, layer: _Layer) -> _Target:
+    if name == OUTPUT_LAYER:
+        return _Target(layer, result.output, None)
+    components = model.components(name)
+    assert isinstance(components, LinearComponents), f"{name} has no input to attribute to"
+    return _Target(layer, result.inputs[name], components.V.T)
 
 
 def _rows(alive: Bool[Tensor, "batch seq C"], per_position: bool) -> tuple[Tensor, ...]:
@@ -189,80 +285,159 @@ def _rows(alive: Bool[Tensor, "batch seq C"], per_position: bool) -> tuple[Tenso
     return b, s, c, row
 
 
+def _rows_per_chunk(target: _Target, group: list[_Source], crosses: bool, chunk_bytes: int) -> int:
+    """Rows whose seeds, gradients and projected values fit `chunk_bytes` (roughly)."""
+    batch, seq, width = target.seeded.shape
+    widths = [src.valid.shape[-1] for src in group]
+    projected = seq * sum(widths) if crosses else sum(widths)
+    per_row = seq * (width + sum(src.leaf.shape[-1] for src in group)) + 3 * projected
+    row_bytes = _ROW_BYTES_FACTOR * batch * per_row * target.seeded.element_size()
+    return max(1, chunk_bytes // row_bytes)
+
+
+def _seeds(
+    target: _Target, n_rows: int, row: Tensor, b: Tensor, s: Tensor, c: Tensor
+) -> Float[Tensor, "rows batch seq width"]:
+    seeded = target.seeded
+    seeds = seeded.new_zeros((n_rows, *seeded.shape))
+    if target.direction is None:
+        seeds[row, b, s, c] = 1
+    else:
+        seeds[row, b, s] = target.direction[c]
+    return seeds
+
+
+def batched_grad(
+    seeded: Tensor, leaves: list[Tensor], seeds: Float[Tensor, "rows ..."]
+) -> tuple[Tensor, ...]:
+    """The batched backward pass: one vector-Jacobian product per leading row of `seeds`.
+
+    `torch.func.vmap` rather than `is_grads_batched` (the legacy vmap), which runs softmax and
+    masked-fill backward once per row in a Python-level loop.
+    """
+
+    def vjp(seed: Tensor) -> tuple[Tensor, ...]:
+        return torch.autograd.grad(seeded, leaves, grad_outputs=seed, retain_graph=True)
+
+    return torch.func.vmap(vjp)(seeds)
+
+
 def _attribute(
-    pseudo_wte: bool,
-    target_pre: Float[Tensor, "batch seq C_out"],
-    target: _Layer,
+    target: _Target,
     pairs: list[LayerPair],
-    layers: dict[str, _Layer],
-    leaves: dict[str, Tensor],
+    sources: dict[str, _Source],
     attr_threshold: float,
-    chunk_elements: int,
-    edges: _Edges,
-) -> None:
+    chunk_bytes: int,
+) -> list[_EdgeRun]:
+    """Edges into `target` from one group of sources (all crossing positions or none), one
+    sorted run per chunk of rows."""
     crosses = pairs[0].crosses_positions
-    b, s, c, row = _rows(target.alive, per_position=not crosses)
+    b, s, c, row = _rows(target.layer.alive, per_position=not crosses)
     if row.numel() == 0:
-        return
+        return []
+    group = [sources[p.source] for p in pairs]
     n_rows = int(row.max()) + 1
-    batch, seq, width = target_pre.shape
-    source_width = sum(leaves[p.source].shape[-1] for p in pairs)
-    rows_per_chunk = max(1, chunk_elements // (batch * seq * (source_width + width)))
+    rows_per_chunk = _rows_per_chunk(target, group, crosses, chunk_bytes)
     order = torch.argsort(row, stable=True)
     b, s, c, row = b[order], s[order], c[order], row[order]
     bounds = torch.searchsorted(
         row, torch.arange(0, n_rows + rows_per_chunk, rows_per_chunk, device=row.device)
-    )
-    for start in range(0, n_rows, rows_per_chunk):
-        lo, hi = int(bounds[start // rows_per_chunk]), int(bounds[start // rows_per_chunk + 1])
-        ub, us, uc, ur = b[lo:hi], s[lo:hi], c[lo:hi], row[lo:hi] - start
+    ).tolist()
+    runs = []
+    for chunk, start in enumerate(range(0, n_rows, rows_per_chunk)):
+        lo, hi = bounds[chunk], bounds[chunk + 1]
+        unit = (b[lo:hi], s[lo:hi], c[lo:hi], row[lo:hi] - start)
         n_chunk = min(rows_per_chunk, n_rows - start)
-        seeds = torch.zeros(
-            (n_chunk, batch, seq, width), device=target_pre.device, dtype=target_pre.dtype
-        )
-        seeds[ur, ub, us, uc] = 1
-        grads = torch.autograd.grad(
-            target_pre,
-            [leaves[p.source] for p in pairs],
-            grad_outputs=seeds,
-            is_grads_batched=True,
-            retain_graph=True,
-        )
-        target_id = target.node_id[ub, us, uc]
-        # Dense masks over the chunk's gradient instead of gathers: (row, prompt[, pos]) -> unit.
-        units = torch.arange(len(ub), device=ub.device)
-        unit_of = unit_at = in_range = causal_range = any_range = torch.empty(0)
+        seeds = _seeds(target, n_chunk, unit[3], *unit[:3])
+        grads = batched_grad(target.seeded, [src.leaf for src in group], seeds)
+        slots = _target_slots(target, unit, n_chunk, crosses)
+        runs.append(_chunk_edges(pairs, group, grads, slots, crosses, attr_threshold))
+    return runs
+
+
+def _target_slots(target: _Target, unit: tuple[Tensor, ...], n_rows: int, crosses: bool) -> _Slots:
+    b, s, c, row = unit
+    batch, seq, _ = target.seeded.shape
+    node_id = target.layer.node_id[b, s, c]
+    shape = (batch, n_rows) if crosses else (batch, seq, n_rows)
+    index = (b, row) if crosses else (b, s, row)
+    slots = _Slots(node_id.new_full(shape, -1), node_id.new_full(shape, -1))
+    slots.node_id[index] = node_id
+    slots.pos[index] = s
+    return _Slots(slots.node_id.view(batch, -1), slots.pos.view(batch, -1))
+
+
+def _chunk_edges(
+    pairs: list[LayerPair],
+    group: list[_Source],
+    grads: tuple[Tensor, ...],
+    slots: _Slots,
+    crosses: bool,
+    attr_threshold: float,
+) -> _EdgeRun:
+    """Project each row's gradients onto the alive source units and keep the large values.
+
+    Values are laid out [prompt, target slot, source slot] with source slots in node order
+    (layer, then position when crossing, then component), so `nonzero` yields sorted edges.
+    """
+    batch, n_slots = slots.node_id.shape
+    seq = group[0].valid.shape[1]
+    n_rows = n_slots if crosses else n_slots // seq
+    values, masks, ids = [], [], []
+    for pair, source, grad in zip(pairs, group, grads, strict=True):
+        width = source.valid.shape[-1]
         if crosses:
-            unit_of = torch.full((n_chunk, batch), -1, dtype=torch.long, device=ub.device)
-            unit_of[ur, ub] = units
-            s_out = torch.full((n_chunk, batch), -1, dtype=torch.long, device=ub.device)
-            s_out[ur, ub] = us
-            positions = torch.arange(seq, device=ub.device)
-            causal_range = positions[None, None, :] <= s_out[:, :, None]
-            any_range = (unit_of >= 0)[:, :, None].expand(n_chunk, batch, seq)
+            value = torch.einsum("rbsd,bskd->brsk", grad, source.direction) * source.weight[:, None]
+            mask = source.valid[:, None] & _in_range(slots.pos, seq, pair.causal)[..., None]
+            values.append(value.reshape(batch, n_rows, seq * width))
+            masks.append(mask.reshape(batch, n_rows, seq * width))
+            ids.append(source.node_id.reshape(batch, 1, seq * width))
         else:
-            unit_at = torch.full((n_chunk, batch, seq), -1, dtype=torch.long, device=ub.device)
-            unit_at[ur, ub, us] = units
-            in_range = unit_at >= 0
-        for pair, grad in zip(pairs, grads, strict=True):
-            source = layers[pair.source]
-            weighted = grad * leaves[pair.source].detach()
-            if pair.source == WTE_LAYER and pseudo_wte:
-                weighted = weighted.sum(-1, keepdim=True)
-            if crosses:
-                in_range = causal_range if pair.causal else any_range
-            keep = (weighted.abs() >= attr_threshold) & source.alive & in_range[..., None]
-            r, b_in, s_in, c_in = keep.nonzero(as_tuple=True)
-            unit = unit_of[r, b_in] if crosses else unit_at[r, b_in, s_in]
-            edges.prompt.append(b_in)
-            edges.source.append(source.node_id[b_in, s_in, c_in])
-            edges.target.append(target_id[unit])
-            edges.value.append(weighted[r, b_in, s_in, c_in])
+            value = torch.einsum("rbsd,bskd->bsrk", grad, source.direction)
+            value = value * source.weight[:, :, None]
+            mask = source.valid[:, :, None].expand(batch, seq, n_rows, width)
+            values.append(value.reshape(batch, n_slots, width))
+            masks.append(mask.reshape(batch, n_slots, width))
+            ids.append(source.node_id)
+    value = torch.cat(values, -1)
+    keep = (value.abs() >= attr_threshold) & torch.cat(masks, -1) & (slots.node_id >= 0)[..., None]
+    b, slot, k = keep.nonzero(as_tuple=True)
+    source_ids = torch.cat(ids, -1)
+    source = source_ids[b, 0, k] if crosses else source_ids[b, slot // n_rows, k]
+    return _EdgeRun(b, source, slots.node_id[b, slot], value[b, slot, k])
+
+
+def _in_range(pos: Int[Tensor, "batch rows"], seq: int, causal: bool) -> Tensor:
+    """[batch, rows, seq]: the source positions a position-crossing row may read: those at or
+    before its target's position (causal pairs, the original's rule), else all."""
+    if not causal:
+        return (pos >= 0)[..., None].expand(*pos.shape, seq)
+    return torch.arange(seq, device=pos.device) <= pos[..., None]
+
+
+def _merge(runs: list[_EdgeRun], n_nodes: int) -> _EdgeRun:
+    """One run sorted by (prompt, target, source) from runs that are each sorted."""
+    if len(runs) == 1:
+        return runs[0]
+    run = _EdgeRun(
+        torch.cat([r.prompt for r in runs]),
+        torch.cat([r.source for r in runs]),
+        torch.cat([r.target for r in runs]),
+        torch.cat([r.value for r in runs]),
+    )
+    stride = n_nodes + 1
+    key = (run.prompt * stride + run.target) * stride + run.source
+    if bool((key[1:] < key[:-1]).any()):
+        order = torch.sort(key).indices
+        run = _EdgeRun(run.prompt[order], run.source[order], run.target[order], run.value[order])
+    return run
 
 
 def _graphs(
-    names: tuple[str, ...], layers: dict[str, _Layer], edges: _Edges, batch: int
+    names: tuple[str, ...], layers: dict[str, _Layer], edges: list[_EdgeRun], batch: int
 ) -> list[Graph]:
+    """Per-prompt graphs, already in canonical order: nodes by (layer, pos, component), and
+    edges by (target, source) since target layers come in node order and each run is sorted."""
     node_prompt, node_layer, node_pos, node_comp, node_value = [], [], [], [], []
     for index, name in enumerate(names):
         layer = layers[name]
@@ -276,13 +451,12 @@ def _graphs(
         torch.cat(t).cpu().numpy()
         for t in (node_prompt, node_layer, node_pos, node_comp, node_value)
     ]
-    if edges.prompt:
-        edge_cols = [torch.cat(t).cpu() for t in (edges.prompt, edges.source, edges.target)]
-        edge_arrays = [t.numpy() for t in edge_cols]
-        edge_values = torch.cat(edges.value).float().cpu().numpy()
-    else:
-        edge_arrays = [np.zeros(0, dtype=np.int64)] * 3
-        edge_values = np.zeros(0, dtype=np.float32)
+    none = torch.zeros(0, dtype=torch.int32)
+    edge_arrays = [
+        torch.cat([none, *(getattr(run, name).to(torch.int32).cpu() for run in edges)]).numpy()
+        for name in ("prompt", "source", "target")
+    ]
+    edge_values = torch.cat([none.float(), *(run.value.float().cpu() for run in edges)]).numpy()
     graphs = []
     for b in range(batch):
         node_mask = nodes[0] == b

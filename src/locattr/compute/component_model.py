@@ -55,7 +55,10 @@ class DecomposedModule:
 class ForwardResult:
     """Output of one forward; `pre`/`post` hold component acts `[..., C]` when cached.
 
-    `post[p]` is the detached leaf that the rest of the forward used; `pre[p]` is attached.
+    With `cache_acts`, `post[p]` is the detached leaf that the rest of the forward used and
+    `pre[p]` is attached. With `leaf_outputs`, `post[p]` holds the (unmasked, detached) acts,
+    `inputs[p]` the attached module input, and `outputs[p]` the masked components' output
+    `[..., d_out]` as the gradient leaf the rest of the forward used.
     """
 
     output: Tensor
@@ -63,6 +66,7 @@ class ForwardResult:
     inputs: dict[str, Tensor] = field(default_factory=dict)
     pre: dict[str, Tensor] = field(default_factory=dict)
     post: dict[str, Tensor] = field(default_factory=dict)
+    outputs: dict[str, Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -71,6 +75,7 @@ class _Plan:
     deltas: Mapping[str, tuple[Tensor, Tensor]] | None
     cache_inputs: bool
     cache_acts: bool
+    leaf_outputs: bool
     embedding_leaf: bool
     result: ForwardResult
 
@@ -244,25 +249,32 @@ class ComponentModel(nn.Module):
                 f"decomposed module {info.path} must be called with one positional tensor"
             )
             x = args[0]
-            if plan.cache_inputs:
+            if plan.cache_inputs or plan.leaf_outputs:
                 plan.result.inputs[info.path] = x
             mask = None if plan.masks is None else plan.masks.get(info.path)
             if mask is None and not plan.cache_acts:
+                assert not plan.leaf_outputs, f"leaf_outputs needs a mask for {info.path}"
                 return None
             comps = self.components(info.path)
-            acts = comps.inner_acts(x)
+            detached = plan.cache_acts or plan.leaf_outputs
+            acts = comps.inner_acts(x.detach() if plan.leaf_outputs else x)
             if plan.cache_acts:
                 plan.result.pre[info.path] = acts
                 acts = acts.detach().requires_grad_(True)
                 plan.result.post[info.path] = acts
+            elif plan.leaf_outputs:
+                plan.result.post[info.path] = acts
             if mask is None:
                 return None
             out = comps.output(acts * mask)
+            if plan.leaf_outputs:
+                out = out.detach().requires_grad_(True)
+                plan.result.outputs[info.path] = out
             if plan.deltas is not None and info.path in plan.deltas:
                 weight_delta, delta_mask = plan.deltas[info.path]
-                # With cached acts the delta is a constant: gradients then reach a leaf only along
-                # component paths, so edges stay direct exactly as in the CI-masked forward.
-                delta_input = x.detach() if plan.cache_acts else x
+                # With detached acts the delta is a constant: gradients then reach a leaf only
+                # along component paths, so edges stay direct exactly as in the CI-masked forward.
+                delta_input = x.detach() if detached else x
                 delta = comps.delta_output(delta_input, weight_delta)
                 out = out + delta_mask.unsqueeze(-1) * delta
             return out
@@ -306,19 +318,29 @@ class ComponentModel(nn.Module):
         deltas: Mapping[str, tuple[Tensor, Tensor]] | None = None,
         cache_inputs: bool = False,
         cache_acts: bool = False,
+        leaf_outputs: bool = False,
         embedding_leaf: bool = False,
     ) -> ForwardResult:
         """One forward. With no masks and no caching it is the plain target model.
 
         `masks[p]` `[batch, seq, C]` replaces module p's output by its masked components;
         `deltas[p] = (weight_delta, delta_mask [batch, seq])` adds the weight-delta term;
+        `leaf_outputs` (needs every mask) makes each module's masked-component output a gradient
+        leaf, so gradients w.r.t. it are `d_out` wide instead of `C` wide;
         `embedding_leaf` makes the token-embedding output a detached gradient leaf
         (`result.embedding`, `[batch, seq, d_model]`).
         """
         if embedding_leaf:
             assert self.input_embedding_path is not None, "the target has no usable embedding"
+        assert not (cache_acts and leaf_outputs), "cache_acts and leaf_outputs exclude each other"
         plan = _Plan(
-            masks, deltas, cache_inputs, cache_acts, embedding_leaf, ForwardResult(torch.empty(0))
+            masks,
+            deltas,
+            cache_inputs,
+            cache_acts,
+            leaf_outputs,
+            embedding_leaf,
+            ForwardResult(torch.empty(0)),
         )
         with self._planned(plan) as result:
             result.output = self.extract_output(self.target_model(token_ids))
