@@ -171,6 +171,15 @@ class LocalAttrDB:
         with self.engine.connect() as connection:
             return reads.get_prompts(connection, prompt_ids)
 
+    def existing_identities(self, identities: Sequence[str]) -> set[str]:
+        """Which of these prompt identities are stored (what a resumed build skips)."""
+        found: set[str] = set()
+        with self.engine.connect() as connection:
+            for start in range(0, len(identities), 5000):
+                chunk = identities[start : start + 5000]
+                found.update(connection.execute(queries.stored_identities(chunk)).scalars())
+        return found
+
     def get_graph(self, prompt_id: int) -> Graph | None:
         """The prompt's graph; None if there is no such prompt or it was stored index-only."""
         with self.engine.connect() as connection:

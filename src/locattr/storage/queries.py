@@ -267,6 +267,10 @@ def _prompt_columns() -> tuple[Any, ...]:
     )
 
 
+def stored_identities(identities: Sequence[str]) -> AnySelect:
+    return select(prompts_table.c.identity).where(prompts_table.c.identity.in_(identities))
+
+
 def prompt_graph(prompt_id: int) -> AnySelect:
     return select(prompts_table.c.graph).where(prompts_table.c.id == prompt_id)
 
