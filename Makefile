@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast lint bench services clean
+.PHONY: install demo test test-fast lint bench services clean
 
 install: $(STAMP)
 
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev,postgres]'
 	touch $(STAMP)
+
+# Builds data/demo.db from the shipped demo run when missing, then serves it on :8765.
+demo: install
+	$(VENV)/bin/locattr demo
 
 # Starts the PostgreSQL server the storage tests run against (installs it if needed).
 services:

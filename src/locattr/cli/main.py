@@ -6,6 +6,7 @@ Argument parsing and printing only; the work is done by `locattr.storage`.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -213,13 +214,35 @@ def serve(
     ] = None,
 ) -> None:
     """Serve a database over HTTP: the API under /api, docs at /docs, the frontend at /."""
+    _serve(db, host=host, port=port, cors=cors or [])
+
+
+@app.command("demo")
+def demo(
+    db: Annotated[str, typer.Option(help="Where the demo database lives.")] = "data/demo.db",
+    n_prompts: Annotated[int, typer.Option(help="Prompts to build when it is missing.")] = 200,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+) -> None:
+    """Build the demo database from the shipped demo run (when missing), then serve it."""
+    from locattr.generate import GenerateOptions, generate
+
+    Path(db).parent.mkdir(parents=True, exist_ok=True)
+    options = GenerateOptions(model="demo", output=db, n_prompts=n_prompts, n_ctx=32, batch_size=8)
+    added = generate(options, lambda done, total: console.print(f"building demo: {done}/{total}"))
+    if added:
+        console.print(f"{db}: {added} prompts added")
+    _serve(db, host=host, port=port, cors=[])
+
+
+def _serve(db: str, *, host: str, port: int, cors: list[str]) -> None:
     import uvicorn
 
     from locattr.api import create_app
     from locattr.api.settings import H11_MAX_REQUEST_BYTES, Settings
 
     LocalAttrDB(db, readonly=True).close()  # refuse to start on a bad database, clearly
-    application = create_app(Settings(db=db, cors_origins=cors or []))
+    application = create_app(Settings(db=db, cors_origins=cors))
     console.print(f"serving {resolve_target(db).display} on http://{host}:{port}")
     uvicorn.run(
         application,
