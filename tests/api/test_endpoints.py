@@ -96,7 +96,9 @@ def test_search_filters(client: httpx.Client) -> None:
 
 
 def test_components(client: httpx.Client) -> None:
-    listed = client.get("/api/components").json()["items"]
+    listing = client.get("/api/components").json()
+    listed = listing["items"]
+    assert listing["count"] == len(listed) == 4
     assert [c["key"] for c in listed][:2] == [A, B] and listed[0]["prompt_count"] == 2
     assert [
         c["key"]
@@ -115,6 +117,7 @@ def test_components(client: httpx.Client) -> None:
         "Once"
     ]
     contexts = client.get("/api/activation_contexts").json()
+    assert contexts["count"] == 1
     assert contexts["items"] == [
         {"key": A, "context": {"mean_ci": 0.125, "examples": [{"tokens": ["Once"], "ci": [0.5]}]}}
     ]

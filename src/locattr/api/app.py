@@ -20,7 +20,8 @@ from locattr.api.settings import Settings
 
 NO_FRONTEND_PAGE = """<!doctype html><html><head><title>locattr</title></head><body>
 <h1>locattr API</h1><p>The API is running: see <a href="/docs">/docs</a>.</p>
-<p>The browser frontend is not built. Build it with <code>make frontend</code>.</p>
+<p>The browser frontend is not built yet (there is no <code>frontend/dist</code> here);
+everything it will show is available from the API.</p>
 </body></html>"""
 
 

@@ -171,6 +171,7 @@ class Component(BaseModel):
 
 class ComponentList(BaseModel):
     items: list[Component]
+    count: int = Field(description="Components that fire in at least one prompt (this layer).")
     next_cursor: str | None
 
 
@@ -200,4 +201,5 @@ class ActivationContextItem(BaseModel):
 
 class ActivationContextPage(BaseModel):
     items: list[ActivationContextItem]
+    count: int = Field(description="Components with stored activation contexts.")
     next_cursor: str | None

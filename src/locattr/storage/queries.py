@@ -198,6 +198,16 @@ def component_summaries(
     return statement.order_by(c.prompt_count.desc(), c.id).limit(limit)
 
 
+def count_active_components(layer_id: int | None = None) -> AnySelect:
+    c = components_table.c
+    statement = select(func.count()).select_from(components_table).where(c.prompt_count > 0)
+    return statement.where(c.layer_id == layer_id) if layer_id is not None else statement
+
+
+def count_activation_contexts() -> AnySelect:
+    return select(func.count()).select_from(activation_contexts_table)
+
+
 def component_counters(component_id: int) -> AnySelect:
     c = components_table.c
     return select(c.prompt_count, c.sum_max_ci, c.max_max_ci, c.mean_ci).where(c.id == component_id)

@@ -259,6 +259,20 @@ def list_components(
     return page, next_cursor
 
 
+def count_components(connection: Connection, layers: LayerCache, *, layer: str | None) -> int:
+    """How many components fire in at least one stored prompt (in `layer`, if given)."""
+    if layer is None:
+        return int(connection.execute(queries.count_active_components()).scalar_one())
+    slot = layers.slots(connection, refresh=True).get(layer)
+    if slot is None:
+        return 0
+    return int(connection.execute(queries.count_active_components(slot.id)).scalar_one())
+
+
+def count_activation_contexts(connection: Connection) -> int:
+    return int(connection.execute(queries.count_activation_contexts()).scalar_one())
+
+
 def activation_context(
     connection: Connection, layers: LayerCache, key: str
 ) -> dict[str, Any] | None:

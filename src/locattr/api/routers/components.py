@@ -39,6 +39,7 @@ async def list_components(
         )
         return schemas.ComponentList(
             items=[schemas.Component.model_validate(row, from_attributes=True) for row in rows],
+            count=reads.count_components(sync_connection, database.layers, layer=layer),
             next_cursor=next_cursor,
         )
 
@@ -96,6 +97,7 @@ async def list_activation_contexts(
         )
         return schemas.ActivationContextPage(
             items=[schemas.ActivationContextItem(key=k, context=v) for k, v in page.items()],
+            count=reads.count_activation_contexts(sync_connection),
             next_cursor=next_cursor,
         )
 
