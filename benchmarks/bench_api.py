@@ -1,0 +1,181 @@
+"""API benchmark: real HTTP against `locattr serve` in a subprocess.
+
+On the storage benchmark's 20,000-prompt synthetic database plus one prompt with a graph of about
+a million edges: search latency (vs the original server's search, same run), pruned-graph
+latency, and throughput with 32 concurrent clients on a mix of endpoints.
+
+    python -m benchmarks.bench_api [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from benchmarks import original_storage
+from benchmarks.bench_storage import build_search_corpus
+from benchmarks.synthetic import Shape, synthetic_graph
+from locattr import LocalAttrDB
+from locattr.storage import PromptRecord
+
+CLIENTS = 32
+
+
+def start_server(db: Path, port: int) -> subprocess.Popen[bytes]:
+    locattr = str(Path(sys.executable).with_name("locattr"))
+    server = subprocess.Popen(
+        [locattr, "serve", "--db", str(db), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1)
+            return server
+        except httpx.TransportError:
+            time.sleep(0.2)
+    server.kill()
+    raise RuntimeError("locattr serve did not start")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentiles(times: list[float]) -> tuple[float, float]:
+    return statistics.median(times) * 1e3, float(np.percentile(times, 95)) * 1e3
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="2,000 prompts, fewer repeats")
+    args = parser.parse_args(argv)
+    n_prompts, repeat = (2_000, 5) if args.quick else (20_000, 20)
+    rng = np.random.default_rng(1)
+    with tempfile.TemporaryDirectory(prefix="locattr-bench-api-") as tmp:
+        path, original_path = Path(tmp) / "api.db", Path(tmp) / "original.db"
+        corpus = build_search_corpus(path, original_path, n_prompts, 1000, rng)
+        big = synthetic_graph(replace(Shape(), keep_fraction=0.4), rng)
+        with LocalAttrDB(path) as db:
+            db.add_prompt(PromptRecord("bench:big", list(range(32)), [" w"] * 32, big))
+            big_id = db.get_prompt_count()
+            db.build_postings()
+        port = free_port()
+        server = start_server(path, port)
+        rows: list[tuple[str, str]] = []
+        figures: dict[str, float] = {}
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+                speedups, p95s = [], []
+                original = original_storage.OriginalDB(original_path)
+                for level, triples in corpus.queries.items():
+                    times = []
+                    for _ in range(repeat):
+                        for keys in triples:
+                            start = time.perf_counter()
+                            response = client.get(
+                                "/api/search", params={"components": ",".join(keys)}
+                            )
+                            times.append(time.perf_counter() - start)
+                            assert response.status_code == 200
+                    theirs = []
+                    for keys in triples:
+                        start = time.perf_counter()
+                        original.search(keys)
+                        theirs.append(time.perf_counter() - start)
+                    p50, p95 = percentiles(times)
+                    speedup = statistics.median(theirs) * 1e3 / p50
+                    speedups.append(speedup)
+                    p95s.append(p95)
+                    rows.append(
+                        (
+                            f"/api/search, 3 keys in {level:.0%} of prompts",
+                            f"p50 {p50:.1f} ms, p95 {p95:.1f} ms; original (in-process) "
+                            f"{statistics.median(theirs) * 1e3:.0f} ms -> {speedup:.0f}x",
+                        )
+                    )
+                original.close()
+                figures["api_search_p95_ms"] = max(p95s)
+                figures["api_search_speedup"] = min(speedups)
+
+                times = []
+                for _ in range(repeat):
+                    start = time.perf_counter()
+                    response = client.get(f"/api/prompt/{big_id}", params={"top_k": 1000})
+                    times.append(time.perf_counter() - start)
+                    assert len(response.json()["edges"]) == 1000
+                p50, p95 = percentiles(times)
+                rows.append(
+                    (
+                        f"/api/prompt/{{id}}?top_k=1000, {big.n_edges:,} stored edges",
+                        f"p50 {p50:.1f} ms, p95 {p95:.1f} ms",
+                    )
+                )
+                figures["api_graph_p95_ms"] = p95
+
+            paths = [
+                ("/api/search", {"components": ",".join(corpus.queries[0.10][0])}),
+                ("/api/prompts", {"limit": 50}),
+                ("/api/prompt/1", {}),
+                ("/api/components", {"limit": 50}),
+                ("/api/meta", {}),
+            ]
+            errors = 0
+            done = 0
+            duration = 5.0 if args.quick else 15.0
+
+            def client_loop(worker: int) -> tuple[int, int]:
+                ok = bad = 0
+                with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+                    end = time.monotonic() + duration
+                    i = worker
+                    while time.monotonic() < end:
+                        route, params = paths[i % len(paths)]
+                        i += 1
+                        if http.get(route, params=params).status_code == 200:
+                            ok += 1
+                        else:
+                            bad += 1
+                return ok, bad
+
+            start = time.perf_counter()
+            with ThreadPoolExecutor(CLIENTS) as pool:
+                for ok, bad in pool.map(client_loop, range(CLIENTS)):
+                    done += ok
+                    errors += bad
+            rate = done / (time.perf_counter() - start)
+            rows.append(
+                (
+                    f"{CLIENTS} concurrent clients, endpoint mix",
+                    f"{rate:.0f} requests/s, {errors} errors",
+                )
+            )
+            figures["api_requests_per_s"] = rate
+            figures["api_errors"] = errors
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    width = max(len(r[0]) for r in rows)
+    print(f"\napi (uvicorn subprocess, {n_prompts} prompts)")
+    for what, result in rows:
+        print(f"{what.ljust(width)}  {result}")
+    for name, value in figures.items():
+        print(f"FIGURE {name} {value:.3g}")
+
+
+if __name__ == "__main__":
+    main()
