@@ -98,17 +98,7 @@ async def get_prompt_graph(
             graph, top_k=top_k, min_abs=min_abs, normalize=normalize, layers=layer_filter
         )
         kept = pruned.graph
-        names = kept.layers
-        nodes = [
-            schemas.Node(layer=names[layer], pos=pos, component=component, ci=ci)
-            for layer, pos, component, ci in zip(
-                kept.node_layer.tolist(),
-                kept.node_pos.tolist(),
-                kept.node_component.tolist(),
-                kept.node_ci.tolist(),
-                strict=True,
-            )
-        ]
+        nodes = [schemas.Node(**node._asdict()) for node in kept.nodes]
         edges = [
             schemas.Edge(source=s, target=t, value=v)
             for s, t, v in zip(
