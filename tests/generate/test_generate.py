@@ -4,12 +4,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
 from locattr import LocalAttrDB
 from locattr.compute import compute_graph, load_run
-from locattr.demo import demo_run_path
-from locattr.generate import GenerateError, GenerateOptions, generate
+from locattr.datasets import DatasetError, DatasetSpec, dataset_windows
+from locattr.demo import demo_context_windows, demo_run_path
+from locattr.demo.corpus import stories
+from locattr.generate import DatasetChoice, GenerateError, GenerateOptions, generate
+from locattr.generate.contexts import compute_contexts
 
 GENERATE = str(Path(sys.executable).with_name("locattr-generate"))
 
@@ -20,6 +24,7 @@ def options(output: Path, **overrides: object) -> GenerateOptions:
         "output": str(output),
         "n_prompts": 4,
         "n_ctx": 12,
+        "context_windows": 16,
     }
     values.update(overrides)
     return GenerateOptions(**values)  # type: ignore[arg-type]
@@ -27,7 +32,7 @@ def options(output: Path, **overrides: object) -> GenerateOptions:
 
 def test_graphs_equal_computing_the_prompts_directly(tmp_path: Path) -> None:
     db_path = tmp_path / "demo.db"
-    assert generate(options(db_path)) == 4
+    assert generate(options(db_path)).added == 4
     run = load_run(demo_run_path())
     with LocalAttrDB(db_path, readonly=True) as db:
         assert db.get_prompt_count() == 4
@@ -43,9 +48,10 @@ def test_graphs_equal_computing_the_prompts_directly(tmp_path: Path) -> None:
 
 def test_rerunning_resumes_by_identity(tmp_path: Path) -> None:
     db_path = tmp_path / "resume.db"
-    assert generate(options(db_path, n_prompts=2)) == 2
-    assert generate(options(db_path, n_prompts=5)) == 3
-    assert generate(options(db_path, n_prompts=5)) == 0
+    assert generate(options(db_path, n_prompts=2)).added == 2
+    assert generate(options(db_path, n_prompts=5)).added == 3
+    again = generate(options(db_path, n_prompts=5))
+    assert (again.added, again.skipped) == (0, 5)
     with LocalAttrDB(db_path, readonly=True) as db:
         identities = [p.identity for p in db.iter_prompts()]
     assert len(identities) == len(set(identities)) == 5
@@ -63,7 +69,7 @@ def test_prompts_file(tmp_path: Path) -> None:
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"text": "once there was a little boy"}\n\n{"token_ids": [5, 6, 7, 8]}\n')
     db_path = tmp_path / "file.db"
-    assert generate(options(db_path, prompts_file=prompts)) == 2
+    assert generate(options(db_path, prompts_file=prompts)).added == 2
     with LocalAttrDB(db_path, readonly=True) as db:
         first, second = db.iter_prompts()
     assert first.source == {"file": "prompts.jsonl", "line": 1} and len(first.token_ids) == 6
@@ -78,7 +84,7 @@ def test_prompts_file(tmp_path: Path) -> None:
     [
         (["--model", "/no/such/run"], "does not exist: pass an SPD run directory"),
         (["--model", "/tmp"], "final_config.yaml"),
-        (["--model", "demo", "--n-ctx", "1000"], "--n-ctx must be between"),
+        (["--model", "demo", "--n-ctx", "1000"], "outside this model's context (1..64)"),
         (["--model", "demo", "--prompts-file", "/no/such.jsonl"], "does not exist"),
     ],
 )
@@ -112,3 +118,60 @@ def test_original_underscore_flags_are_accepted(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "1 prompts added" in result.stdout
+
+
+def test_activation_contexts_are_stored_once_from_windows_apart_from_the_prompts(
+    tmp_path: Path,
+) -> None:
+    db_path = tmp_path / "contexts.db"
+    generate(options(db_path, n_prompts=2))
+    run = load_run(demo_run_path())
+    expected = compute_contexts(run, demo_context_windows(16, 12))
+    with LocalAttrDB(db_path, readonly=True) as db:
+        stored = db.get_activation_contexts()
+        prompt_windows = {tuple(p.token_ids) for p in db.iter_prompts()}
+        assert db.get_meta()["activation_contexts"]["windows"] == 16
+        mean_ci = {c.key: c.mean_ci for c in db.list_components(limit=1000)}
+    assert stored == expected and len(stored) > 10
+    assert not prompt_windows & {tuple(w) for w in demo_context_windows(16, 12)}
+    for key, record in stored.items():
+        for tokens, ids, pos in zip(
+            record["example_tokens"],
+            record["example_token_ids"],
+            record["example_active_pos"],
+            strict=True,
+        ):
+            assert len(tokens) == len(ids) and 0 <= pos < len(tokens)
+        assert record["pr_recalls"] == sorted(record["pr_recalls"], reverse=True)
+        if key in mean_ci:
+            assert mean_ci[key] == pytest.approx(record["mean_ci"])
+    # A rerun that adds prompts leaves the contexts alone (computed once per database).
+    generate(options(db_path, n_prompts=3, context_windows=16))
+    with LocalAttrDB(db_path, readonly=True) as db:
+        assert db.get_activation_contexts() == stored
+
+
+def test_prompts_from_a_local_dataset_follow_the_context_windows(tmp_path: Path) -> None:
+    data = tmp_path / "stories"
+    data.mkdir()
+    lines = [orjson.dumps({"story": s}).decode() for s in stories("heldout", 60, seed=3)]
+    (data / "train.jsonl").write_text("\n".join(lines))
+    db_path = tmp_path / "dataset.db"
+    choice = DatasetChoice(name=str(data), split="train", column="story")
+    built = options(db_path, model=str(demo_run_path()), dataset=choice, context_windows=5)
+    assert generate(built).added == 4
+    spec = DatasetSpec(name=str(data), split="train", column="story")
+    run = load_run(demo_run_path())
+    windows = dict(dataset_windows(spec, run.tokenizer, 12, 0, start=0, stop=9))
+    with LocalAttrDB(db_path, readonly=True) as db:
+        stored = {p.source["index"]: p.token_ids for p in db.iter_prompts()}
+        assert db.get_meta()["dataset"] == {"name": str(data), "split": "train", "column": "story"}
+    assert stored == {i: windows[i] for i in range(5, 9)}
+    with pytest.raises(DatasetError, match="has no column 'text'; its columns are story"):
+        generate(
+            options(
+                tmp_path / "x.db",
+                model=str(demo_run_path()),
+                dataset=DatasetChoice(name=str(data), column="text"),
+            )
+        )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 from locattr.errors import LocattrError
@@ -56,13 +55,55 @@ def parser() -> argparse.ArgumentParser:
         default=1e-4,
         help="edges with |value| below this are not stored (1e-4)",
     )
-    p.add_argument("--batch-size", type=int, default=4, help="prompts per forward (default 4)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
+    p.add_argument("--batch-size", type=int, default=4, help="prompts per forward pass (default 4)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (cuda:i for worker i when a GPU is visible, else cpu), cpu, cuda or cuda:i",
+    )
+    p.add_argument(
+        "--n-gpus",
+        "--n_gpus",
+        type=int,
+        default=1,
+        help="worker processes, one per GPU (worker i on cuda:i; CPU processes when there is no "
+        "GPU); prompts are dealt out by index (default 1)",
+    )
+    p.add_argument(
+        "--shard",
+        default="1/1",
+        metavar="K/N",
+        help="take the K-th of N disjoint slices of the prompts (one per machine, e.g. a SLURM "
+        "array task); --n-prompts stays the total over all shards",
+    )
     p.add_argument(
         "--prompts-file",
         type=Path,
         default=None,
-        help='JSONL, one {"text": ...} or {"token_ids": [...]} per line',
+        help='JSONL, one {"text": ...} or {"token_ids": [...]} per line; activation contexts '
+        "are then computed over the same prompts",
+    )
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="HF dataset name or local path (default: the run's task_config.dataset_name)",
+    )
+    p.add_argument("--split", default=None, help="dataset split (default: the run's train split)")
+    p.add_argument(
+        "--column", default=None, help="text column (default: the run's task_config.column_name)"
+    )
+    p.add_argument(
+        "--streaming",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="stream the dataset instead of downloading it whole (default: the run's setting)",
+    )
+    p.add_argument(
+        "--context-windows",
+        type=int,
+        default=512,
+        help="windows the activation contexts are computed over, taken before the prompts' "
+        "windows so the two never overlap (default 512; 0 skips them)",
     )
     p.add_argument("--no-graphs", action="store_true", help="store only the inverted index")
     return p
@@ -70,12 +111,20 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    from locattr.generate import GenerateOptions, generate  # torch loads after --help
+    from locattr.cli.progress import progress_display  # torch loads after --help
+    from locattr.generate import DatasetChoice, GenerateOptions, Shard, generate
 
     if not args.output:
         parser().error("give --output PATH_OR_URL (or set LOCATTR_DB)")
-    if args.n_prompts < 1 or args.batch_size < 1:
-        parser().error("--n-prompts and --batch-size must be at least 1")
+    if args.n_prompts < 1 or args.batch_size < 1 or args.n_gpus < 1 or args.context_windows < 0:
+        parser().error(
+            "--n-prompts, --batch-size and --n-gpus must be at least 1, --context-windows at "
+            "least 0"
+        )
+    try:
+        shard = Shard.parse(args.shard)
+    except LocattrError as error:
+        parser().error(str(error))
     options = GenerateOptions(
         model=args.model,
         output=args.output,
@@ -86,21 +135,23 @@ def main(argv: list[str] | None = None) -> None:
         attr_threshold=args.attr_threshold,
         batch_size=args.batch_size,
         device=args.device,
+        n_workers=args.n_gpus,
+        shard=shard,
         prompts_file=args.prompts_file,
+        dataset=DatasetChoice(args.dataset, args.split, args.column, args.streaming),
         keep_graphs=not args.no_graphs,
+        context_windows=args.context_windows,
     )
-    start = time.monotonic()
-
-    def progress(done: int, total: int) -> None:
-        rate = done / max(time.monotonic() - start, 1e-9)
-        print(f"{done}/{total} prompts ({rate:.2f}/s)", file=sys.stderr, flush=True)
-
     try:
-        added = generate(options, progress)
+        with progress_display("locattr-generate") as show:
+            result = generate(options, show)
     except LocattrError as error:
         print(f"locattr-generate: error: {error}", file=sys.stderr)
         sys.exit(2)
-    print(f"{options.output}: {added} prompts added")
+    print(
+        f"{options.output}: {result.added} prompts added, {result.skipped} already stored "
+        f"(shard {options.shard}), {result.wall_s:.1f} s"
+    )
 
 
 if __name__ == "__main__":

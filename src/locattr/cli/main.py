@@ -225,13 +225,15 @@ def demo(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
 ) -> None:
     """Build the demo database from the shipped demo run (when missing), then serve it."""
+    from locattr.cli.progress import progress_display
     from locattr.generate import GenerateOptions, generate
 
     Path(db).parent.mkdir(parents=True, exist_ok=True)
     options = GenerateOptions(model="demo", output=db, n_prompts=n_prompts, n_ctx=32, batch_size=8)
-    added = generate(options, lambda done, total: console.print(f"building demo: {done}/{total}"))
-    if added:
-        console.print(f"{db}: {added} prompts added")
+    with progress_display("building the demo database") as show:
+        result = generate(options, show)
+    if result.added:
+        console.print(f"{db}: {result.added} prompts added")
     _serve(db, host=host, port=port, cors=[])
 
 

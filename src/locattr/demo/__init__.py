@@ -33,4 +33,11 @@ def demo_prompts(n: int, n_ctx: int = MAX_N_CTX, seed: int = 0) -> list[list[int
     return corpus_windows(tokenizer, "heldout", n, n_ctx, seed).tolist()
 
 
-__all__ = ["MAX_N_CTX", "RUN_ROOT", "demo_prompts", "demo_run_path"]
+def demo_context_windows(n: int, n_ctx: int = MAX_N_CTX, seed: int = 0) -> list[list[int]]:
+    """`n` windows of the training split: activation-context input disjoint from the prompts."""
+    assert 0 < n_ctx <= MAX_N_CTX, f"n_ctx must be in 1..{MAX_N_CTX} (the model's block_size)"
+    tokenizer = load_tokenizer(RUN_ROOT / "tokenizer")
+    return corpus_windows(tokenizer, "train", n, n_ctx, seed).tolist()
+
+
+__all__ = ["MAX_N_CTX", "RUN_ROOT", "demo_context_windows", "demo_prompts", "demo_run_path"]

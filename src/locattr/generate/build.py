@@ -1,0 +1,217 @@
+"""Building a database: once-per-database work, then the prompts on one or more workers.
+
+The build is resumable by prompt identity: prompts already stored are skipped before any compute,
+so rerunning an interrupted command finishes exactly the set an uninterrupted run makes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from locattr import __version__
+from locattr.compute import LoadedRun, load_run
+from locattr.demo import demo_run_path
+from locattr.generate.contexts import compute_contexts
+from locattr.generate.options import GenerateError, GenerateOptions
+from locattr.generate.prompts import Prompt, PromptPlan, plan_prompts
+from locattr.generate.workers import (
+    Event,
+    Stored,
+    WorkerFailed,
+    WorkerReport,
+    WorkerState,
+    deal,
+    run_worker,
+    run_worker_processes,
+    worker_devices,
+)
+from locattr.storage import LocalAttrDB
+
+# Provenance keys a database is built under once; extending it with others is refused.
+FIXED_KEYS = ("run", "config_digest", "ci_threshold", "attr_threshold", "n_ctx", "context_windows")
+
+
+@dataclass
+class Progress:
+    """A snapshot for progress displays: this shard's prompts stored so far, of `total`."""
+
+    total: int
+    done: int
+    started_at: float = field(default_factory=time.monotonic)
+    added: int = 0
+    workers: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        """Prompts added per second since the workers started."""
+        return self.added / max(time.monotonic() - self.started_at, 1e-9)
+
+    @property
+    def eta_s(self) -> float | None:
+        rate = self.rate
+        return (self.total - self.done) / rate if rate > 0 else None
+
+    def apply(self, event: Event) -> None:
+        match event:
+            case Stored(worker=worker, n=n):
+                self.done += n
+                self.added += n
+                self.workers[worker] = "computing"
+            case WorkerState(worker=worker, state=state):
+                self.workers[worker] = state
+            case WorkerFailed(worker=worker):
+                self.workers[worker] = "failed"
+            case WorkerReport(worker=worker):
+                self.workers[worker] = "done"
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    added: int
+    skipped: int
+    wall_s: float
+    contexts_s: float
+    reports: list[WorkerReport]
+
+    @property
+    def db_time_share(self) -> float:
+        """Mean over workers of the fraction of their wall time spent writing."""
+        if not self.reports:
+            return 0.0
+        return sum(r.db_s / max(r.wall_s, 1e-9) for r in self.reports) / len(self.reports)
+
+
+def resolve_model(model: str) -> str:
+    """`demo` names the run shipped with locattr; anything else goes to `load_run` as is."""
+    return str(demo_run_path()) if model == "demo" else model
+
+
+def generate(
+    options: GenerateOptions, progress: Callable[[Progress], None] | None = None
+) -> GenerateResult:
+    """Compute and store graphs until the database holds this shard's share of the prompts.
+
+    Checks everything it can (devices, model, prompts, output) before any compute; the
+    database's provenance must match (same run, config and thresholds) or the call is refused.
+    """
+    started = time.monotonic()
+    devices = worker_devices(options)
+    model_path = resolve_model(options.model)
+    run = load_run(model_path, devices[0])
+    plan = plan_prompts(options, run)
+    mine = [p for p in plan.prompts if options.shard.owns(p.index)]
+    with LocalAttrDB(options.output) as db:
+        _check_provenance(db, provenance(options, run, plan))
+        db.register_layers({p: run.model.components(p).C for p in run.model.module_paths})
+        stored = db.existing_identities([p.identity for p in mine])
+        contexts_s = _ensure_contexts(db, run, plan, options)
+    todo = [p for p in mine if p.identity not in stored]
+    state = Progress(total=len(mine), done=len(mine) - len(todo))
+
+    def on_event(event: Event) -> None:
+        state.apply(event)
+        if progress is not None:
+            progress(state)
+
+    reports = _run(run, model_path, options, devices, todo, on_event) if todo else []
+    with LocalAttrDB(options.output) as db:
+        db.build_postings()
+    return GenerateResult(
+        added=sum(r.added for r in reports),
+        skipped=len(mine) - len(todo),
+        wall_s=time.monotonic() - started,
+        contexts_s=contexts_s,
+        reports=reports,
+    )
+
+
+def _run(
+    run: LoadedRun,
+    model_path: str,
+    options: GenerateOptions,
+    devices: list[str],
+    todo: list[Prompt],
+    on_event: Callable[[Event], None],
+) -> list[WorkerReport]:
+    if len(devices) == 1:
+        return [run_worker(run, todo, options, 0, on_event)]
+    del run  # the workers load their own copies; free this one's device memory first
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return run_worker_processes(model_path, options, devices, deal(todo, len(devices)), on_event)
+
+
+def _ensure_contexts(
+    db: LocalAttrDB, run: LoadedRun, plan: PromptPlan, options: GenerateOptions
+) -> float:
+    """Compute and store the activation contexts unless the database has them; seconds taken."""
+    if db.get_meta().get("activation_contexts") is not None or not plan.context_windows:
+        return 0.0
+    started = time.monotonic()
+    contexts = compute_contexts(run, plan.context_windows)
+    db.set_activation_contexts(contexts)
+    db.set_meta(
+        {
+            "activation_contexts": {
+                "windows": len(plan.context_windows),
+                "components": len(contexts),
+                "importance_threshold": 0.1,
+            }
+        }
+    )
+    return time.monotonic() - started
+
+
+def provenance(options: GenerateOptions, run: LoadedRun, plan: PromptPlan) -> dict[str, object]:
+    """What every graph in the database was computed from; a database holds one of these."""
+    config_bytes = (run.run_dir / "final_config.yaml").read_bytes()
+    return {
+        "run": options.model,
+        "checkpoint": run.checkpoint.name,
+        "config_digest": hashlib.sha256(config_bytes).hexdigest(),
+        "ci_threshold": options.ci_threshold,
+        "attr_threshold": options.attr_threshold,
+        "n_ctx": options.n_ctx,
+        "context_windows": options.context_windows if options.prompts_file is None else None,
+        "seed": options.seed,
+        "dataset": plan.dataset,
+        "versions": {
+            "locattr": __version__,
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "python": platform.python_version(),
+            "git": _git_revision(),
+        },
+        "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _check_provenance(db: LocalAttrDB, wanted: dict[str, object]) -> None:
+    stored = db.get_meta()
+    for key in FIXED_KEYS:
+        if key in stored and stored[key] != wanted[key]:
+            raise GenerateError(
+                f"{db.target.display} was built with {key}={stored[key]!r}, not {wanted[key]!r}: "
+                "write to a new --output, or rerun with the original settings"
+            )
+    db.set_meta(wanted)
+
+
+def _git_revision() -> str | None:
+    """The source checkout's commit, when locattr runs from one."""
+    root = Path(__file__).resolve().parents[3]
+    if not (root / ".git").exists():
+        return None
+    result = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+    )
+    return result.stdout.strip() or None

@@ -1,0 +1,69 @@
+"""Activation contexts for a database: computed once, stored per component key."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+from locattr.compute import LoadedRun
+from locattr.compute.activation_contexts import ComponentContexts, activation_contexts
+from locattr.generate.prompts import vocab_size
+from locattr.generate.text import token_strings
+
+
+def compute_contexts(
+    run: LoadedRun, windows: Sequence[list[int]], *, batch_size: int = 64
+) -> dict[str, dict[str, Any]]:
+    """`{component key: context record}` over `windows`, with token strings for display.
+
+    Records carry the original's fields (`subcomponent_idx`, `mean_ci`, `example_tokens`,
+    `example_ci`, `example_active_pos`, `example_active_ci`, `pr_tokens`, `pr_recalls`,
+    `pr_precisions`, `predicted_tokens`, `predicted_probs`) plus `n_firings` and token ids.
+    """
+    if not windows:
+        return {}
+    by_layer = activation_contexts(
+        run.model, _batches(windows, batch_size), vocab_size=vocab_size(run)
+    )
+    return {
+        f"{layer}:{record.component}": _record(run, record)
+        for layer, records in by_layer.items()
+        for record in records
+    }
+
+
+def _batches(windows: Sequence[list[int]], size: int) -> Iterator[torch.Tensor]:
+    """Equal-length batches (file prompts may differ in length)."""
+    by_length: dict[int, list[list[int]]] = {}
+    for window in windows:
+        by_length.setdefault(len(window), []).append(window)
+    for group in by_length.values():
+        for start in range(0, len(group), size):
+            yield torch.tensor(group[start : start + size], dtype=torch.long)
+
+
+def _record(run: LoadedRun, contexts: ComponentContexts) -> dict[str, Any]:
+    def strings(ids: Sequence[int]) -> list[str]:
+        return (
+            token_strings(run.tokenizer, ids)
+            if run.tokenizer is not None
+            else [str(i) for i in ids]
+        )
+
+    return {
+        "subcomponent_idx": contexts.component,
+        "mean_ci": contexts.mean_ci,
+        "n_firings": contexts.n_firings,
+        "example_tokens": [strings(ids) for ids in contexts.example_token_ids],
+        "example_token_ids": contexts.example_token_ids,
+        "example_ci": contexts.example_ci,
+        "example_active_pos": contexts.example_active_pos,
+        "example_active_ci": contexts.example_active_ci,
+        "pr_tokens": [s.strip() for s in strings(contexts.pr_token_ids)],
+        "pr_recalls": contexts.pr_recalls,
+        "pr_precisions": contexts.pr_precisions,
+        "predicted_tokens": [s.strip() for s in strings(contexts.predicted_token_ids)],
+        "predicted_probs": contexts.predicted_probs,
+    }

@@ -1,0 +1,66 @@
+"""What a `locattr-generate` call asks for, and the error it raises for unusable input."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from locattr.errors import LocattrError
+
+
+class GenerateError(LocattrError):
+    """Arguments or inputs that locattr-generate cannot use as given."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """The `index`-th (0-based) of `count` disjoint slices of the prompt indices."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """`K/N` with 1 <= K <= N, as users write it (1-based)."""
+        k, slash, n = text.partition("/")
+        if not (slash and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+            raise GenerateError(f"--shard {text!r}: expected K/N with 1 <= K <= N, e.g. 2/8")
+        return cls(int(k) - 1, int(n))
+
+    def owns(self, prompt_index: int) -> bool:
+        return prompt_index % self.count == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index + 1}/{self.count}"
+
+
+@dataclass(frozen=True)
+class DatasetChoice:
+    """Overrides of the run's own dataset (None: take the run's task config)."""
+
+    name: str | None = None
+    split: str | None = None
+    column: str | None = None
+    streaming: bool | None = None
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """One build (or extension) of a database; defaults are those of `locattr-generate`."""
+
+    model: str
+    output: str
+    n_prompts: int
+    n_ctx: int = 32
+    seed: int = 0
+    ci_threshold: float = 1e-6
+    attr_threshold: float = 1e-4
+    batch_size: int = 4
+    device: str = "auto"
+    n_workers: int = 1
+    shard: Shard = Shard()
+    prompts_file: Path | None = None
+    dataset: DatasetChoice = DatasetChoice()
+    keep_graphs: bool = True
+    context_windows: int = 512
+    """Windows (disjoint from the prompts) the activation contexts are computed over."""

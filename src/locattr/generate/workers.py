@@ -1,0 +1,259 @@
+"""Worker processes: each loads the run once on its device, computes its prompts, writes them.
+
+Prompts are dealt out by prompt index before any worker starts, so no worker reads another's.
+Every worker writes its own batched transactions through the storage layer (SQLite WAL with
+`BEGIN IMMEDIATE` and a busy timeout serialises them; PostgreSQL takes an advisory lock), so a
+worker that dies loses at most its batch in flight. Workers die with the main process
+(`PR_SET_PDEATHSIG`), so a killed command leaves nothing running that could write later.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import os
+import queue
+import signal
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import torch
+
+from locattr.compute import LoadedRun, compute_graphs, load_run
+from locattr.errors import LocattrError
+from locattr.generate.options import GenerateError, GenerateOptions
+from locattr.generate.prompts import Prompt
+from locattr.generate.text import token_strings
+from locattr.storage import LocalAttrDB, PromptRecord
+
+
+@dataclass(frozen=True)
+class WorkerReport:
+    """What one worker did; times in seconds of its own wall clock."""
+
+    worker: int
+    device: str
+    added: int
+    compute_s: float
+    db_s: float
+    wall_s: float
+
+
+@dataclass(frozen=True)
+class Stored:
+    """Progress event: `worker` stored `n` more prompts."""
+
+    worker: int
+    n: int
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    worker: int
+    state: str
+
+
+@dataclass(frozen=True)
+class WorkerFailed:
+    worker: int
+    message: str
+
+
+Event = Stored | WorkerState | WorkerFailed | WorkerReport
+
+
+def worker_devices(options: GenerateOptions) -> list[str]:
+    """One device per worker: `cuda:i` for worker i when GPUs are used, else `cpu` each."""
+    n, device = options.n_workers, options.device
+    if n < 1:
+        raise GenerateError("--n-gpus must be at least 1")
+    use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if not use_cuda:
+        if device not in ("auto", "cpu"):
+            raise GenerateError(f"--device {device!r}: expected auto, cpu, cuda or cuda:i")
+        return ["cpu"] * n
+    available = torch.cuda.device_count()
+    if available == 0:
+        raise GenerateError(
+            f"--device {device} asks for CUDA, but no GPU is visible here: use --device cpu"
+        )
+    if ":" in device:
+        if n > 1:
+            raise GenerateError("--n-gpus above 1 takes --device cuda (worker i uses cuda:i)")
+        return [device]
+    if n > available:
+        raise GenerateError(
+            f"--n-gpus {n}, but only {available} GPU(s) are visible: pass --n-gpus {available}"
+        )
+    return [f"cuda:{i}" for i in range(n)]
+
+
+def deal(prompts: Sequence[Prompt], n_workers: int) -> list[list[Prompt]]:
+    """Worker i gets the prompts whose index is i modulo the worker count."""
+    return [[p for p in prompts if p.index % n_workers == i] for i in range(n_workers)]
+
+
+def run_worker(
+    run: LoadedRun,
+    prompts: Sequence[Prompt],
+    options: GenerateOptions,
+    worker: int,
+    emit: Callable[[Event], None],
+) -> WorkerReport:
+    """Compute and store `prompts` in batches of `options.batch_size`, one transaction each."""
+    started = time.perf_counter()
+    compute_s = db_s = 0.0
+    added = 0
+    emit(WorkerState(worker, "computing"))
+    with LocalAttrDB(options.output) as db:
+        for batch in batches(prompts, options.batch_size):
+            t0 = time.perf_counter()
+            records = prompt_records(run, batch, options)
+            t1 = time.perf_counter()
+            added += sum(new_id is not None for new_id in db.add_prompts(records))
+            db.checkpoint()
+            t2 = time.perf_counter()
+            compute_s += t1 - t0
+            db_s += t2 - t1
+            emit(Stored(worker, len(batch)))
+    emit(WorkerState(worker, "done"))
+    return WorkerReport(
+        worker, str(run.device), added, compute_s, db_s, time.perf_counter() - started
+    )
+
+
+def batches(prompts: Sequence[Prompt], size: int) -> Iterator[list[Prompt]]:
+    """Batches of equal-length prompts (one forward each), in prompt order."""
+    by_length: dict[int, list[Prompt]] = {}
+    for prompt in prompts:
+        by_length.setdefault(len(prompt.token_ids), []).append(prompt)
+    for group in by_length.values():
+        for start in range(0, len(group), size):
+            yield group[start : start + size]
+
+
+def prompt_records(
+    run: LoadedRun, batch: Sequence[Prompt], options: GenerateOptions
+) -> list[PromptRecord]:
+    graphs = compute_graphs(
+        run,
+        [p.token_ids for p in batch],
+        ci_threshold=options.ci_threshold,
+        attr_threshold=options.attr_threshold,
+    )
+    return [
+        PromptRecord(
+            identity=prompt.identity,
+            token_ids=prompt.token_ids,
+            tokens=token_strings(run.tokenizer, prompt.token_ids),
+            graph=graph,
+            source=prompt.source,
+            keep_graph=options.keep_graphs,
+        )
+        for prompt, graph in zip(batch, graphs, strict=True)
+    ]
+
+
+def run_worker_processes(
+    model_path: str,
+    options: GenerateOptions,
+    devices: Sequence[str],
+    shares: Sequence[Sequence[Prompt]],
+    on_event: Callable[[Event], None],
+) -> list[WorkerReport]:
+    """One spawned process per device; returns their reports once all have ended.
+
+    A failed worker does not stop the others: their prompts are committed, then the call raises
+    `GenerateError` naming the first failure (a rerun resumes).
+    """
+    context = mp.get_context("spawn")
+    events: Any = context.Queue()
+    threads = max(1, (os.cpu_count() or 1) // len(devices))
+    processes: list[BaseProcess] = [
+        context.Process(
+            target=_worker_main,
+            args=(model_path, options, i, device, list(share), events, os.getpid(), threads),
+            name=f"locattr-worker-{i}",
+        )
+        for i, (device, share) in enumerate(zip(devices, shares, strict=True))
+    ]
+    for process in processes:
+        process.start()
+    reports: dict[int, WorkerReport] = {}
+    failures: dict[int, str] = {}
+    try:
+        while any(p.is_alive() for p in processes) or not events.empty():
+            try:
+                event = events.get(timeout=0.5)
+            except queue.Empty:
+                _note_silent_deaths(processes, reports, failures)
+                continue
+            match event:
+                case WorkerReport():
+                    reports[event.worker] = event
+                case WorkerFailed():
+                    failures[event.worker] = event.message
+            on_event(event)
+    finally:
+        for process in processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+    _note_silent_deaths(processes, reports, failures)
+    if failures:
+        worker, message = min(failures.items())
+        raise GenerateError(
+            f"worker {worker} ({devices[worker]}) failed: {message}. The other workers' prompts "
+            "are stored; rerun the same command to finish"
+        )
+    return [reports[i] for i in sorted(reports)]
+
+
+def _note_silent_deaths(
+    processes: Sequence[BaseProcess], reports: dict[int, WorkerReport], failures: dict[int, str]
+) -> None:
+    """A worker that ended without a report or an error was killed (OOM killer, signal)."""
+    for i, process in enumerate(processes):
+        ended = process.exitcode is not None and process.exitcode != 0
+        if ended and i not in reports and i not in failures:
+            failures[i] = f"its process ended with exit code {process.exitcode}"
+
+
+def _worker_main(
+    model_path: str,
+    options: GenerateOptions,
+    worker: int,
+    device: str,
+    prompts: list[Prompt],
+    events: Any,
+    parent_pid: int,
+    threads: int,
+) -> None:
+    _die_with_parent(parent_pid, worker)
+    torch.set_num_threads(threads)
+    try:
+        events.put(WorkerState(worker, f"loading on {device}"))
+        run = load_run(model_path, device)
+        events.put(run_worker(run, prompts, options, worker, events.put))
+    except LocattrError as error:
+        events.put(WorkerFailed(worker, str(error)))
+        raise SystemExit(1) from None
+    except Exception as error:  # anything else is reported whole: the user must see it
+        events.put(WorkerFailed(worker, f"{error!r}\n{traceback.format_exc()}"))
+        raise SystemExit(1) from None
+
+
+def _die_with_parent(parent_pid: int, worker: int) -> None:
+    """Linux: receive SIGKILL when the parent dies, and show as `locattr-w<i>` in ps/top."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        libc.prctl(15, f"locattr-w{worker}".encode())  # PR_SET_NAME
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
