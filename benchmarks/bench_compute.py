@@ -10,7 +10,9 @@ fast-path time inside the batched backward passes) at real size (C 1200, n_ctx 6
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
+import pstats
 import resource
 import sys
 import tempfile
@@ -49,7 +51,9 @@ SMALL = Shape("speedup (4L d128 C256)", "GPT2Simple", 256, (16,), 32, 0.05, 512)
 REAL = Shape("real size (4L d128 C1200)", "LlamaSimpleMLP", 1200, (1000,), 64, 0.03, 4019)
 
 
-def build_run(root: Path, shape: Shape, device: str) -> LoadedRun:
+def write_calibrated_run(root: Path, shape: Shape) -> Path:
+    """A random SPD run of `shape` on disk whose CI biases give about `shape.alive` alive units
+    per token (so `locattr-generate` loading it from disk sees the same run)."""
     spec = RunSpec(
         arch=shape.arch,  # type: ignore[arg-type]
         n_layer=4,
@@ -60,27 +64,41 @@ def build_run(root: Path, shape: Shape, device: str) -> LoadedRun:
         C=shape.C,
         ci_fn_hidden_dims=shape.hidden,
         dead_fraction=0.0,
-        with_tokenizer=False,
+        with_tokenizer=True,  # locattr-generate shows token strings
     )
-    run = load_run(write_run(root, spec, name=shape.arch), device=device, with_tokenizer=False)
-    calibrate_alive_fraction(run, shape)
-    return run
+    run_dir = write_run(root, spec, name=shape.arch)
+    run = load_run(run_dir, with_tokenizer=False)
+    checkpoint = max(run_dir.glob("model_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
+    state = torch.load(checkpoint, weights_only=True)
+    for path, shift in alive_shifts(run, shape).items():
+        prefix = f"_ci_fns.{path.replace('.', '-')}.layers."
+        last = max(
+            (k for k in state if k.startswith(prefix) and k.endswith(".b")),
+            key=lambda k: int(k.removeprefix(prefix).split(".")[0]),
+        )
+        state[last] = state[last] - shift
+    torch.save(state, checkpoint)
+    return run_dir
 
 
-def calibrate_alive_fraction(run: LoadedRun, shape: Shape) -> None:
-    """Shift each layer's last CI bias so about `shape.alive` of its units are alive per token."""
+def build_run(root: Path, shape: Shape, device: str) -> LoadedRun:
+    return load_run(write_calibrated_run(root, shape), device=device, with_tokenizer=False)
+
+
+def alive_shifts(run: LoadedRun, shape: Shape) -> dict[str, float]:
+    """Per layer, how much to lower the last CI bias so about `shape.alive` of units are alive."""
     model = run.model
     tokens = torch.randint(
         0, shape.vocab, (16, shape.n_ctx), generator=torch.Generator().manual_seed(0)
     )
+    shifts = {}
     with torch.no_grad():
         inputs = model(tokens.to(model.device), cache_inputs=True).inputs
         for path in model.module_paths:
-            fn = model.ci_fn(path)
-            pre = fn(inputs[path])
-            shift = torch.quantile(pre.flatten().float()[:1_000_000], 1 - shape.alive)
-            last = fn.layers[-1]
-            last.b -= shift - 0.05  # type: ignore[operator]
+            pre = model.ci_fn(path)(inputs[path])
+            shifts[path] = float(torch.quantile(pre.flatten().float()[:1_000_000], 1 - shape.alive))
+            shifts[path] -= 0.05
+    return shifts
 
 
 def prompts(shape: Shape, n: int, seed: int) -> torch.Tensor:
@@ -169,9 +187,8 @@ def speedup(root: Path, stride: int) -> list[tuple[str, str]]:
     ]
 
 
-def real_size(root: Path, quick: bool, device: str) -> list[tuple[str, str]]:
+def real_size(root: Path, device: str, n_prompts: int, batch: int) -> list[tuple[str, str]]:
     run = build_run(root, REAL, device)
-    n_prompts, batch = (1, 1) if quick else (2, 2)
     tokens = prompts(REAL, n_prompts, seed=2).to(run.device)
     compute_graphs(run, tokens[:batch])
     if device == "cuda":
@@ -233,18 +250,36 @@ def main(argv: list[str] | None = None) -> None:
         help="time the reference on 1/N of the target units and scale (default 8; quick 32; "
         "1 = the full reference, about 5 minutes on 2 cores)",
     )
-    parser.add_argument("--skip-real", action="store_true", help="only the speedup comparison")
+    parser.add_argument("--skip-real", action="store_true", help="skip the CPU real-size figures")
+    parser.add_argument("--skip-speedup", action="store_true", help="only the real-size figures")
+    parser.add_argument("--gpu-prompts", type=int, default=64, help="prompts timed on the GPU")
+    parser.add_argument("--gpu-batch", type=int, default=16, help="prompts per forward on the GPU")
+    parser.add_argument(
+        "--profile", action="store_true", help="print where the GPU real-size time goes (cProfile)"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         stride = args.reference_stride or (32 if args.quick else 8)
-        print_table("compute: fast path vs reference (CPU)", speedup(root / "small", stride))
+        if not args.skip_speedup:
+            print_table("compute: fast path vs reference (CPU)", speedup(root / "small", stride))
         if not args.skip_real:
-            print_table("compute: real size (CPU)", real_size(root / "real", args.quick, "cpu"))
-            if torch.cuda.is_available():
-                print_table("compute: real size (GPU)", real_size(root / "gpu", args.quick, "cuda"))
+            cpu_prompts = 1 if args.quick else 2
+            print_table(
+                "compute: real size (CPU)",
+                real_size(root / "real", "cpu", cpu_prompts, cpu_prompts),
+            )
+        if torch.cuda.is_available():
+            print_table(
+                "compute: real size (GPU)",
+                real_size(root / "gpu", "cuda", args.gpu_prompts, args.gpu_batch),
+            )
+            if args.profile:
+                profile = cProfile.Profile()
+                profile.runcall(real_size, root / "gpu2", "cuda", args.gpu_batch, args.gpu_batch)
+                pstats.Stats(profile).sort_stats("tottime").print_stats(25)
 
 
 if __name__ == "__main__":

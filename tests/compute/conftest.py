@@ -11,6 +11,7 @@ import pytest
 from .spd_runs import RunSpec, write_run
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 

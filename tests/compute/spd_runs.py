@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +30,9 @@ DEFAULT_PATTERNS: dict[str, tuple[str, ...]] = {
     ),
 }
 
-VOCAB = [f"w{i}" for i in range(200)]
+
+TEST_DEVICE = os.environ.get("LOCATTR_TEST_DEVICE", "cpu")
+"""Where the attribution tests run (`LOCATTR_TEST_DEVICE=cuda` on a GPU machine)."""
 
 
 @dataclass(frozen=True)
@@ -262,7 +265,7 @@ def write_tokenizer(directory: Path, vocab_size: int) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {"[UNK]": 0, "[EOS]": 1} | {VOCAB[i]: i + 2 for i in range(vocab_size - 2)}
+    vocab = {"[UNK]": 0, "[EOS]": 1} | {f"w{i}": i + 2 for i in range(vocab_size - 2)}
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", eos_token="[EOS]")

@@ -12,7 +12,7 @@ import torch
 from locattr.compute import load_run
 from locattr.compute.activation_contexts import activation_contexts
 
-from .spd_runs import RunSpec
+from .spd_runs import TEST_DEVICE, RunSpec
 
 THRESHOLD = 0.1
 SIDE = 2
@@ -27,7 +27,9 @@ def corpus() -> list[torch.Tensor]:
 def test_contexts_match_a_per_token_loop(
     write_spd_run: Callable[[RunSpec], Path], corpus: list[torch.Tensor]
 ) -> None:
-    run = load_run(write_spd_run(RunSpec(n_layer=1)), dtype=torch.float64, with_tokenizer=False)
+    run = load_run(
+        write_spd_run(RunSpec(n_layer=1)), TEST_DEVICE, dtype=torch.float64, with_tokenizer=False
+    )
     got = activation_contexts(
         run.model,
         corpus,
@@ -39,9 +41,10 @@ def test_contexts_match_a_per_token_loop(
     )
     tokens = torch.cat(corpus)
     with torch.no_grad():
-        cached = run.model(tokens, cache_inputs=True)
+        cached = run.model(tokens.to(run.device), cache_inputs=True)
         ci, _ = run.model.causal_importances(cached.inputs)
-    predicted = cached.output.argmax(-1)
+    ci = {path: values.cpu() for path, values in ci.items()}
+    predicted = cached.output.argmax(-1).cpu()
     occurrences = Counter(tokens.flatten().tolist())
     layer = "h.0.mlp.c_fc"
     records = {r.component: r for r in got[layer]}

@@ -13,7 +13,7 @@ from locattr.compute import LoadedRun, compute_graph, compute_graphs, load_run
 from locattr.graph import OUTPUT_LAYER, WTE_LAYER
 
 from .reference import reference_graph
-from .spd_runs import RunSpec
+from .spd_runs import TEST_DEVICE, RunSpec
 
 TOKENS = [3, 7, 1, 12, 5, 9, 2]
 CI_FNS = ("mlp", "vector_mlp", "shared_mlp")
@@ -48,7 +48,7 @@ VARIANTS = {
 
 
 def _load64(write: Callable[[RunSpec], Path], spec: RunSpec) -> LoadedRun:
-    return load_run(write(spec), dtype=torch.float64)
+    return load_run(write(spec), TEST_DEVICE, dtype=torch.float64)
 
 
 def _assert_same(run: LoadedRun, **options: object) -> None:
@@ -80,18 +80,18 @@ def test_every_ci_fn_and_sigmoid(
 
 def test_float32_within_relative_tolerance(write_spd_run: Callable[[RunSpec], Path]) -> None:
     """Same candidate edges (no threshold, original's position rule); values within 1e-5."""
-    run = load_run(write_spd_run(RunSpec(arch="LlamaSimpleMLP")))
+    run = load_run(write_spd_run(RunSpec(arch="LlamaSimpleMLP")), TEST_DEVICE)
     fast = compute_graph(run, TOKENS, attr_threshold=0.0)
     reference = reference_graph(run, TOKENS, attr_threshold=0.0, structure=run.structure)
     assert fast.same_as(reference, rtol=1e-5, atol=1e-7)
 
 
 def test_nodes_are_exactly_the_alive_units(write_spd_run: Callable[[RunSpec], Path]) -> None:
-    run = load_run(write_spd_run(RunSpec()))
+    run = load_run(write_spd_run(RunSpec()), TEST_DEVICE)
     threshold = 0.2
     graph = compute_graph(run, TOKENS, ci_threshold=threshold, attr_threshold=10.0)
     assert graph.n_edges == 0
-    tokens = torch.tensor([TOKENS])
+    tokens = torch.tensor([TOKENS], device=run.device)
     with torch.no_grad():
         ci, _ = run.model.causal_importances(run.model(tokens, cache_inputs=True).inputs)
     expected = {
@@ -122,7 +122,7 @@ def test_small_chunks_change_nothing(write_spd_run: Callable[[RunSpec], Path]) -
 
 
 def test_pseudo_layers_are_first_and_last(write_spd_run: Callable[[RunSpec], Path]) -> None:
-    run = load_run(write_spd_run(RunSpec()))
+    run = load_run(write_spd_run(RunSpec()), TEST_DEVICE)
     graph = compute_graph(run, TOKENS, include_wte=True, include_output=True)
     assert graph.layers[0] == WTE_LAYER and graph.layers[-1] == OUTPUT_LAYER
     wte_nodes = [n for n in graph.nodes if n.layer == WTE_LAYER]
@@ -133,12 +133,14 @@ def test_pseudo_layers_are_first_and_last(write_spd_run: Callable[[RunSpec], Pat
 
 def test_target_mode_forward_is_the_target_model(write_spd_run: Callable[[RunSpec], Path]) -> None:
     run = _load64(write_spd_run, RunSpec(arch="GPT2LMHeadModel"))
-    model, tokens = run.model, torch.tensor([TOKENS])
+    model, tokens = run.model, torch.tensor([TOKENS], device=run.device)
     with torch.no_grad():
         plain = model(tokens).output
-        ones = torch.ones(tokens.shape, dtype=torch.float64)
+        ones = torch.ones(tokens.shape, dtype=torch.float64, device=run.device)
         masks = {
-            p: torch.ones(1, len(TOKENS), model.components(p).C, dtype=torch.float64)
+            p: torch.ones(
+                1, len(TOKENS), model.components(p).C, dtype=torch.float64, device=run.device
+            )
             for p in model.module_paths
         }
         deltas = {p: (w, ones) for p, w in model.weight_deltas().items()}
@@ -175,7 +177,7 @@ def test_real_shaped_run_with_wide_C(write_spd_run: Callable[[RunSpec], Path]) -
 def _per_position_alive(run: LoadedRun, threshold: float) -> dict[str, torch.Tensor]:
     with torch.no_grad():
         ci, _ = run.model.causal_importances(
-            run.model(torch.tensor([TOKENS]), cache_inputs=True).inputs
+            run.model(torch.tensor([TOKENS], device=run.device), cache_inputs=True).inputs
         )
     return {p: (v[0] >= threshold).sum(-1) for p, v in ci.items()}
 
@@ -212,7 +214,7 @@ def test_leaf_outputs_forward_is_the_masked_forward(
 ) -> None:
     """Same logits, and d/d(acts) = (d/d(output) @ U.T) * mask, the identity the fast path uses."""
     run = _load64(write_spd_run, RunSpec())
-    model, tokens = run.model, torch.tensor([TOKENS])
+    model, tokens = run.model, torch.tensor([TOKENS], device=run.device)
     with torch.no_grad():
         ci, _ = model.causal_importances(model(tokens, cache_inputs=True).inputs)
     with torch.enable_grad():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from jaxtyping import Int
@@ -146,43 +147,58 @@ def _records(
     n_firings = firings.sum(1)
     mean_ci = acc.ci_sum / max(n_tokens, 1)
     assert acc.top_ci is not None and acc.top_tokens is not None and acc.top_window_ci is not None
+    # Everything per component is ranked here for all components at once; the loop below
+    # only slices plain lists.
+    k = min(max_tokens, vocab_size)
+    recall_count, recall_token = firings.topk(k, dim=1)
+    predicted_count, predicted_token = predicted.topk(k, dim=1)
+    totals = n_firings.clamp(min=1)[:, None].double()
+    recalls = _rounded(recall_count / totals)
+    precisions = _rounded(recall_count / token_counts[recall_token].clamp(min=1))
+    predicted_probs = _rounded(predicted_count / totals)
+    n_recall = (recall_count > 0).sum(1).tolist()
+    n_predicted = (predicted_count > 0).sum(1).tolist()
+    recall_token_lists, predicted_token_lists = recall_token.tolist(), predicted_token.tolist()
     half = acc.window // 2
+    top_ci = acc.top_ci.tolist()
+    top_ci_rounded = _rounded(acc.top_ci)
+    top_tokens = acc.top_tokens.tolist()
+    window_ci = _rounded(acc.top_window_ci)
+    totals_list, mean_list = n_firings.tolist(), mean_ci.tolist()
     records = []
     for c in torch.argsort(mean_ci, descending=True).tolist():
-        total = int(n_firings[c])
-        if total == 0:
+        if totals_list[c] == 0:
             continue
-        by_recall = torch.argsort(firings[c], descending=True)[: min(max_tokens, total)]
-        by_recall = by_recall[firings[c][by_recall] > 0]
-        by_freq = torch.argsort(predicted[c], descending=True)[: min(max_tokens, total)]
-        by_freq = by_freq[predicted[c][by_freq] > 0]
-        examples = acc.top_ci[c] > 0
-        token_rows, ci_rows, active = [], [], []
-        for tokens, cis in zip(
-            acc.top_tokens[c][examples], acc.top_window_ci[c][examples], strict=True
-        ):
-            inside = tokens >= 0
-            token_rows.append(tokens[inside].tolist())
-            ci_rows.append([round(v, 3) for v in cis[inside].tolist()])
-            active.append(int(half - (~inside[:half]).sum()))
+        token_rows, ci_rows, active, active_ci = [], [], [], []
+        for j, score in enumerate(top_ci[c]):
+            if score <= 0:
+                continue
+            inside = [i for i, t in enumerate(top_tokens[c][j]) if t >= 0]
+            token_rows.append([top_tokens[c][j][i] for i in inside])
+            ci_rows.append([window_ci[c][j][i] for i in inside])
+            active.append(half - sum(1 for i in range(half) if top_tokens[c][j][i] < 0))
+            active_ci.append(top_ci_rounded[c][j])
+        r, p = n_recall[c], n_predicted[c]
         records.append(
             ComponentContexts(
                 layer=path,
                 component=c,
-                mean_ci=round(float(mean_ci[c]), 3),
-                n_firings=total,
+                mean_ci=round(mean_list[c], 3),
+                n_firings=totals_list[c],
                 example_token_ids=token_rows,
                 example_ci=ci_rows,
                 example_active_pos=active,
-                example_active_ci=[round(v, 3) for v in acc.top_ci[c][examples].tolist()],
-                pr_token_ids=by_recall.tolist(),
-                pr_recalls=[round(v, 3) for v in (firings[c][by_recall] / total).tolist()],
-                pr_precisions=[
-                    round(v, 3)
-                    for v in (firings[c][by_recall] / token_counts[by_recall].clamp(min=1)).tolist()
-                ],
-                predicted_token_ids=by_freq.tolist(),
-                predicted_probs=[round(v, 3) for v in (predicted[c][by_freq] / total).tolist()],
+                example_active_ci=active_ci,
+                pr_token_ids=recall_token_lists[c][:r],
+                pr_recalls=recalls[c][:r],
+                pr_precisions=precisions[c][:r],
+                predicted_token_ids=predicted_token_lists[c][:p],
+                predicted_probs=predicted_probs[c][:p],
             )
         )
     return records
+
+
+def _rounded(values: Tensor) -> list[Any]:
+    """3-decimal rounding as the original stored it, for a whole tensor at once."""
+    return (values.double() * 1000).round().div(1000).tolist()

@@ -10,7 +10,7 @@ import torch
 from locattr.compute import LoadedRun
 from locattr.compute.activation_contexts import ComponentContexts, activation_contexts
 from locattr.generate.prompts import vocab_size
-from locattr.generate.text import token_strings
+from locattr.generate.text import TokenText
 
 
 def compute_contexts(
@@ -27,8 +27,9 @@ def compute_contexts(
     by_layer = activation_contexts(
         run.model, _batches(windows, batch_size), vocab_size=vocab_size(run)
     )
+    text = TokenText(run.tokenizer)
     return {
-        f"{layer}:{record.component}": _record(run, record)
+        f"{layer}:{record.component}": _record(text, record)
         for layer, records in by_layer.items()
         for record in records
     }
@@ -44,14 +45,8 @@ def _batches(windows: Sequence[list[int]], size: int) -> Iterator[torch.Tensor]:
             yield torch.tensor(group[start : start + size], dtype=torch.long)
 
 
-def _record(run: LoadedRun, contexts: ComponentContexts) -> dict[str, Any]:
-    def strings(ids: Sequence[int]) -> list[str]:
-        return (
-            token_strings(run.tokenizer, ids)
-            if run.tokenizer is not None
-            else [str(i) for i in ids]
-        )
-
+def _record(text: TokenText, contexts: ComponentContexts) -> dict[str, Any]:
+    strings = text.strings
     return {
         "subcomponent_idx": contexts.component,
         "mean_ci": contexts.mean_ci,

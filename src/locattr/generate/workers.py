@@ -27,7 +27,7 @@ from locattr.compute import LoadedRun, compute_graphs, load_run
 from locattr.errors import LocattrError
 from locattr.generate.options import GenerateError, GenerateOptions
 from locattr.generate.prompts import Prompt
-from locattr.generate.text import token_strings
+from locattr.generate.text import TokenText
 from locattr.storage import LocalAttrDB, PromptRecord
 
 
@@ -109,10 +109,11 @@ def run_worker(
     compute_s = db_s = 0.0
     added = 0
     emit(WorkerState(worker, "computing"))
+    text = TokenText(run.tokenizer)
     with LocalAttrDB(options.output) as db:
         for batch in batches(prompts, options.batch_size):
             t0 = time.perf_counter()
-            records = prompt_records(run, batch, options)
+            records = prompt_records(run, text, batch, options)
             t1 = time.perf_counter()
             added += sum(new_id is not None for new_id in db.add_prompts(records))
             db.checkpoint()
@@ -137,7 +138,7 @@ def batches(prompts: Sequence[Prompt], size: int) -> Iterator[list[Prompt]]:
 
 
 def prompt_records(
-    run: LoadedRun, batch: Sequence[Prompt], options: GenerateOptions
+    run: LoadedRun, text: TokenText, batch: Sequence[Prompt], options: GenerateOptions
 ) -> list[PromptRecord]:
     graphs = compute_graphs(
         run,
@@ -149,7 +150,7 @@ def prompt_records(
         PromptRecord(
             identity=prompt.identity,
             token_ids=prompt.token_ids,
-            tokens=token_strings(run.tokenizer, prompt.token_ids),
+            tokens=text.strings(prompt.token_ids),
             graph=graph,
             source=prompt.source,
             keep_graph=options.keep_graphs,
