@@ -78,6 +78,41 @@ class Graph:
             hi = max(self.edge_source.max(), self.edge_target.max())
             assert lo >= 0 and hi < n_nodes, "edge endpoints index outside the node table"
 
+    @classmethod
+    def trusted(
+        cls,
+        *,
+        layers: tuple[str, ...],
+        node_layer: np.ndarray,
+        node_pos: np.ndarray,
+        node_component: np.ndarray,
+        node_ci: np.ndarray,
+        edge_source: np.ndarray,
+        edge_target: np.ndarray,
+        edge_value: np.ndarray,
+    ) -> Graph:
+        """A graph from arrays already of the column dtypes, in canonical order and consistent,
+        without checking them: for producers whose tests hold those invariants
+        (`locattr.compute`, the codec), where checking 10 M edges per prompt would cost more
+        than computing them."""
+        graph = object.__new__(cls)
+        columns = {
+            "node_layer": node_layer,
+            "node_pos": node_pos,
+            "node_component": node_component,
+            "node_ci": node_ci,
+            "edge_source": edge_source,
+            "edge_target": edge_target,
+            "edge_value": edge_value,
+        }
+        object.__setattr__(graph, "layers", tuple(layers))
+        for name, array in columns.items():
+            assert array.dtype == _COLUMN_DTYPES[name], (
+                f"Graph.{name} must be {_COLUMN_DTYPES[name]}"
+            )
+            object.__setattr__(graph, name, array)
+        return graph
+
     @property
     def n_nodes(self) -> int:
         return len(self.node_layer)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from locattr.compute import LoadedRun, compute_graph, compute_graphs, load_run
-from locattr.graph import OUTPUT_LAYER, WTE_LAYER
+from locattr.graph import OUTPUT_LAYER, WTE_LAYER, Graph
 
 from .reference import reference_graph
 from .spd_runs import TEST_DEVICE, RunSpec
@@ -227,3 +227,21 @@ def test_leaf_outputs_forward_is_the_masked_forward(
     (grad_out,) = torch.autograd.grad(logit[1], [outs.outputs[path]])
     projected = (grad_out @ model.components(path).U.T) * ci[path]
     assert torch.allclose(grad_acts, projected, rtol=1e-10, atol=1e-12)
+
+
+def test_graphs_come_out_valid_and_canonical(write_spd_run: Callable[[RunSpec], Path]) -> None:
+    """compute builds graphs unchecked (`Graph.trusted`); the checked constructor must agree."""
+    run = load_run(write_spd_run(RunSpec(arch="LlamaSimple")), TEST_DEVICE)
+    prompts = [TOKENS, TOKENS[::-1], [4] * len(TOKENS)]
+    for graph in compute_graphs(run, prompts, include_wte=True, include_output=True):
+        checked = Graph(
+            layers=graph.layers,
+            node_layer=graph.node_layer,
+            node_pos=graph.node_pos,
+            node_component=graph.node_component,
+            node_ci=graph.node_ci,
+            edge_source=graph.edge_source,
+            edge_target=graph.edge_target,
+            edge_value=graph.edge_value,
+        )
+        assert checked.n_edges > 0 and checked.canonical() is checked

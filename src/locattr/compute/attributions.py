@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
@@ -437,7 +438,11 @@ def _graphs(
     names: tuple[str, ...], layers: dict[str, _Layer], edges: list[_EdgeRun], batch: int
 ) -> list[Graph]:
     """Per-prompt graphs, already in canonical order: nodes by (layer, pos, component), and
-    edges by (target, source) since target layers come in node order and each run is sorted."""
+    edges by (target, source), since target layers come in node order and each run is sorted.
+
+    Edges are grouped by prompt on the device (a stable sort keeps that order) and copied to
+    the host once, as int32/float32; each prompt's arrays are views of those copies.
+    """
     node_prompt, node_layer, node_pos, node_comp, node_value = [], [], [], [], []
     for index, name in enumerate(names):
         layer = layers[name]
@@ -451,25 +456,38 @@ def _graphs(
         torch.cat(t).cpu().numpy()
         for t in (node_prompt, node_layer, node_pos, node_comp, node_value)
     ]
-    none = torch.zeros(0, dtype=torch.int32)
-    edge_arrays = [
-        torch.cat([none, *(getattr(run, name).to(torch.int32).cpu() for run in edges)]).numpy()
-        for name in ("prompt", "source", "target")
-    ]
-    edge_values = torch.cat([none.float(), *(run.value.float().cpu() for run in edges)]).numpy()
+    source, target, value, bounds = _edges_by_prompt(edges, batch)
     graphs = []
     for b in range(batch):
         node_mask = nodes[0] == b
-        edge_mask = edge_arrays[0] == b
-        graph = Graph(
-            layers=names,
-            node_layer=nodes[1][node_mask],
-            node_pos=nodes[2][node_mask],
-            node_component=nodes[3][node_mask],
-            node_ci=nodes[4][node_mask],
-            edge_source=edge_arrays[1][edge_mask],
-            edge_target=edge_arrays[2][edge_mask],
-            edge_value=edge_values[edge_mask],
+        lo, hi = bounds[b], bounds[b + 1]
+        graphs.append(
+            Graph.trusted(
+                layers=names,
+                node_layer=nodes[1][node_mask].astype(np.int16),
+                node_pos=nodes[2][node_mask].astype(np.int32),
+                node_component=nodes[3][node_mask].astype(np.int32),
+                node_ci=nodes[4][node_mask],
+                edge_source=source[lo:hi],
+                edge_target=target[lo:hi],
+                edge_value=value[lo:hi],
+            )
         )
-        graphs.append(graph.canonical())
     return graphs
+
+
+def _edges_by_prompt(
+    edges: list[_EdgeRun], batch: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """Source, target (int32) and value (float32) host arrays grouped by prompt, and each
+    prompt's [bounds[b], bounds[b + 1]) slice of them."""
+    if not edges:
+        empty = np.zeros(0, dtype=np.int32)
+        return empty, empty, empty.astype(np.float32), [0] * (batch + 1)
+    prompt = torch.cat([run.prompt for run in edges])
+    order = torch.sort(prompt, stable=True).indices
+    source = torch.cat([run.source.to(torch.int32) for run in edges])[order]
+    target = torch.cat([run.target.to(torch.int32) for run in edges])[order]
+    value = torch.cat([run.value.float() for run in edges])[order]
+    counts = torch.bincount(prompt, minlength=batch).cumsum(0).tolist()
+    return source.cpu().numpy(), target.cpu().numpy(), value.cpu().numpy(), [0, *counts]
