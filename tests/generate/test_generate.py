@@ -99,6 +99,29 @@ def test_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str) ->
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("output", "extra", "message"),
+    [
+        ("/no/such/dir/x.db", [], "directory /no/such/dir does not exist"),
+        (str(Path(__file__)), [], "is not a usable locattr database"),
+        ("x.db", ["--shard", "3/2"], "expected K/N with 1 <= K <= N"),
+        ("x.db", ["--n-gpus", "0"], "must be at least 1"),
+    ],
+)
+def test_bad_outputs_and_flags_are_one_line(
+    tmp_path: Path, output: str, extra: list[str], message: str
+) -> None:
+    result = subprocess.run(
+        [GENERATE, "--model", "demo", "--output", output, "--n-prompts", "1", *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
 def test_original_underscore_flags_are_accepted(tmp_path: Path) -> None:
     result = subprocess.run(
         [

@@ -105,6 +105,7 @@ def generate(
     """
     started = time.monotonic()
     devices = worker_devices(options)
+    LocalAttrDB(options.output).close()  # an unusable output fails now, not after loading
     model_path = resolve_model(options.model)
     run = load_run(model_path, devices[0])
     plan = plan_prompts(options, run)
