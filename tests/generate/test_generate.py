@@ -1,5 +1,6 @@
 """locattr-generate end to end on the shipped demo run (CPU, one process)."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +87,8 @@ def test_prompts_file(tmp_path: Path) -> None:
         (["--model", "/tmp"], "final_config.yaml"),
         (["--model", "demo", "--n-ctx", "1000"], "outside this model's context (1..64)"),
         (["--model", "demo", "--prompts-file", "/no/such.jsonl"], "does not exist"),
+        (["--model", "wandb:bad"], "malformed W&B run path"),
+        (["--model", "wandb:ent/proj/runs/abcd1234"], "or pass a local run directory"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str) -> None:
@@ -94,6 +97,7 @@ def test_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str) ->
         capture_output=True,
         text=True,
         timeout=120,
+        env={**os.environ, "LOCATTR_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"},
     )
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
