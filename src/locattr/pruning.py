@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
 from locattr.graph import Graph
 
@@ -15,7 +16,8 @@ Normalize = Literal["none", "l1_target", "l2_target"]
 
 @dataclass(frozen=True)
 class PrunedGraph:
-    """Kept edges, strongest |value| first, and only the nodes they touch."""
+    """Kept edges, strongest |value| first (ties in stored order), and only the nodes they
+    touch."""
 
     graph: Graph
     n_edges_dropped: int
@@ -36,27 +38,30 @@ def prune_graph(
     into a target whose norm is zero are dropped. `min_abs` and `top_k` apply to the values
     returned.
     """
-    values = graph.edge_value.astype(np.float64)
-    keep = np.ones(graph.n_edges, dtype=bool)
+    values = graph.edge_value  # float32, or float64 once normalised
+    keep: NDArray[np.bool_] | None = None  # None: every edge is a candidate
     if normalize != "none":
+        values = values.astype(np.float64)
         magnitude = np.abs(values) if normalize == "l1_target" else values**2
         norms = np.bincount(graph.edge_target, weights=magnitude, minlength=graph.n_nodes)
         if normalize == "l2_target":
             norms = np.sqrt(norms)
         norm = norms[graph.edge_target]
-        keep &= norm > 0
-        values = np.divide(values, norm, out=np.zeros_like(values), where=norm > 0)
+        keep = norm > 0
+        values = np.divide(values, norm, out=np.zeros_like(values), where=keep)
+    strength = np.abs(values)
     if layers is not None:
         wanted = np.array([name in layers for name in graph.layers], dtype=bool)
         node_ok = wanted[graph.node_layer] if graph.n_nodes else np.zeros(0, dtype=bool)
-        keep &= node_ok[graph.edge_source] & node_ok[graph.edge_target]
+        keep = _and(keep, node_ok[graph.edge_source] & node_ok[graph.edge_target])
     if min_abs > 0:
-        keep &= np.abs(values) >= min_abs
-    chosen = np.flatnonzero(keep)
-    if len(chosen) > top_k:
-        strongest = np.argpartition(-np.abs(values[chosen]), top_k - 1)[:top_k]
-        chosen = chosen[strongest]
-    chosen = chosen[np.argsort(-np.abs(values[chosen]), kind="stable")]
+        keep = _and(keep, strength >= np.float64(min_abs))  # float32 values widened, as stored
+    if keep is None:
+        chosen = _strongest(strength, top_k)
+    else:
+        candidates = np.flatnonzero(keep)
+        chosen = candidates[_strongest(strength[candidates], top_k)]
+    chosen = chosen[np.argsort(-strength[chosen], kind="stable")]  # ties: stored edge order
     used, inverse = np.unique(
         np.concatenate([graph.edge_source[chosen], graph.edge_target[chosen]]), return_inverse=True
     )
@@ -71,3 +76,18 @@ def prune_graph(
         edge_value=values[chosen].astype(np.float32),
     )
     return PrunedGraph(graph=pruned, n_edges_dropped=graph.n_edges - len(chosen))
+
+
+def _and(mask: NDArray[np.bool_] | None, more: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    return more if mask is None else mask & more
+
+
+def _strongest(strength: NDArray[np.floating], k: int) -> NDArray[np.intp]:
+    """Indices of the `k` largest values (all when there are fewer), ascending; of values tied
+    at the cut, the first ones."""
+    if len(strength) <= k:
+        return np.arange(len(strength))
+    cut = np.partition(strength, len(strength) - k)[len(strength) - k]
+    above = np.flatnonzero(strength > cut)
+    tied = np.flatnonzero(strength == cut)[: k - len(above)]
+    return np.union1d(above, tied)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from locattr import LocalAttrDB
 from locattr.api.database import Database
@@ -39,15 +39,18 @@ def test_the_server_cannot_write(db_url: str) -> None:
         fill(db)
     database = Database.open(db_url, timeout_s=5)
 
+    def delete(connection: Connection) -> None:
+        connection.execute(text("DELETE FROM component_activations"))
+        connection.commit()
+
     async def try_to_delete() -> str:
         try:
-            async with database.engine.begin() as connection:
-                await connection.execute(text("DELETE FROM component_activations"))
+            await database.run(delete)  # every endpoint's reads go through here
             return ""
         except Exception as error:  # the driver's own read-only refusal
             return str(error)
         finally:
-            await database.engine.dispose()
+            await database.close()
 
     assert "read" in asyncio.run(try_to_delete()).lower()
     with LocalAttrDB(db_url, readonly=True) as db:

@@ -7,6 +7,7 @@ import time
 import httpx
 import pytest
 
+from locattr.api import schemas
 from tests.api.conftest import A, B, C
 
 
@@ -205,3 +206,13 @@ def test_root_explains_how_to_build_the_frontend(client: httpx.Client) -> None:
 def test_gzip_for_large_responses(client: httpx.Client) -> None:
     response = client.get("/openapi.json", headers={"Accept-Encoding": "gzip"})
     assert response.headers.get("content-encoding") == "gzip"
+
+
+@pytest.mark.parametrize(
+    "query", ["/api/prompt/1", "/api/prompt/1?top_k=1&normalize=l2_target", "/api/prompt/3"]
+)
+def test_graph_body_is_exactly_its_schema(client: httpx.Client, query: str) -> None:
+    """The graph body is built by hand for speed: no field missing, extra or mistyped."""
+    response = client.get(query)
+    parsed = schemas.PromptGraph.model_validate_json(response.content, strict=True)
+    assert parsed.model_dump(mode="json") == response.json()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -39,10 +40,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = Database.open(configured.db, configured.query_timeout_s)
         app.state.database = database
+        # Everything built so far lives as long as the server: keep it out of full garbage
+        # collections, which otherwise stall a request for tens of milliseconds now and then.
+        gc.freeze()
         try:
             yield
         finally:
-            await database.engine.dispose()
+            gc.unfreeze()
+            await database.close()
 
     app = FastAPI(
         title="locattr",
@@ -54,7 +59,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in (meta.router, prompts.router, search.router, components.router):
         app.include_router(router)
-    app.add_middleware(GZipMiddleware, minimum_size=1000)
+    # Level 1: a pruned graph's JSON shrinks 4x in ~1 ms; level 9 (the default) gains 15% more
+    # and costs ~15 ms.
+    app.add_middleware(GZipMiddleware, minimum_size=1000, compresslevel=1)
     if configured.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=configured.cors_origins, allow_methods=["GET"]

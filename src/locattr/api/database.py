@@ -1,4 +1,10 @@
-"""The API's database handle: one read-only async engine, opened and closed by the lifespan."""
+"""The API's database handle: opened read-only by the lifespan; each request's reads in one call.
+
+SQLite is a library, not a server: a request's reads run on a plain sqlite3 connection in a
+worker thread, one thread hop per request (aiosqlite hops threads for every cursor call, about
+four per statement, which cost more than the statements themselves). PostgreSQL reads run on
+asyncpg connections, where each statement is a network round trip anyway.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +14,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, event
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+import anyio
+import anyio.to_thread
+from sqlalchemy import Connection, Engine, event
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from locattr.errors import LocattrError
 from locattr.storage import LocalAttrDB, create_async_engine_for
-from locattr.storage.engine import DatabaseTarget
+from locattr.storage.engine import DatabaseTarget, create_sync_engine
 from locattr.storage.reads import LayerCache
 
 T = TypeVar("T")
+SQLITE_READERS = 8
+"""Concurrent SQLite reads: pooled connections kept open, and worker threads to run them."""
 _PROGRESS_EVERY = 10_000  # SQLite VM steps between deadline checks (about a millisecond)
 _DEADLINE = "locattr_deadline"
 
@@ -28,12 +38,18 @@ class QueryTimeoutError(LocattrError):
 
 @dataclass
 class Database:
-    """What every request needs: the engine, the layer table cache, the query time limit."""
+    """What every request needs: the engine, the layer table cache, the query time limit.
+
+    `engine` is a sync engine for SQLite (read in worker threads), an async one for PostgreSQL.
+    """
 
     target: DatabaseTarget
-    engine: AsyncEngine
+    engine: Engine | AsyncEngine
     timeout_s: float
     layers: LayerCache = field(default_factory=LayerCache)
+    readers: anyio.CapacityLimiter = field(
+        default_factory=lambda: anyio.CapacityLimiter(SQLITE_READERS)
+    )
 
     @classmethod
     def open(cls, path_or_url: str, timeout_s: float) -> Database:
@@ -42,19 +58,21 @@ class Database:
             raise LocattrError("no database to serve: set LOCATTR_DB or pass --db PATH_OR_URL")
         with LocalAttrDB(path_or_url, readonly=True) as checked:  # same checks as every reader
             target = checked.target
-        engine = create_async_engine_for(target, readonly=True, timeout_s=timeout_s)
-        database = cls(target=target, engine=engine, timeout_s=timeout_s)
-        if target.is_sqlite:
-            event.listen(engine.sync_engine, "connect", _install_deadline)
-        return database
+        if not target.is_sqlite:
+            engine = create_async_engine_for(target, readonly=True, timeout_s=timeout_s)
+            return cls(target=target, engine=engine, timeout_s=timeout_s)
+        sqlite = create_sync_engine(target, readonly=True, pool_size=SQLITE_READERS)
+        event.listen(sqlite, "connect", _install_deadline)
+        return cls(target=target, engine=sqlite, timeout_s=timeout_s)
 
-    async def run(self, connection: AsyncConnection, read: Callable[[Connection], T]) -> T:
-        """Run a `locattr.storage.reads` function within the time limit."""
-        raw = await connection.get_raw_connection()
-        deadline: list[float] = raw.info.get(_DEADLINE, [math.inf])  # SQLite connections only
-        deadline[0] = time.monotonic() + self.timeout_s
+    async def run(self, read: Callable[[Connection], T]) -> T:
+        """Run `read` (statements from `locattr.storage.reads`, and any work on their results)
+        on one connection in one transaction, within the time limit."""
         try:
-            return await connection.run_sync(read)
+            if isinstance(self.engine, AsyncEngine):
+                async with self.engine.connect() as connection:
+                    return await connection.run_sync(read)
+            return await anyio.to_thread.run_sync(self._run_sqlite, read, limiter=self.readers)
         except Exception as error:  # the driver's own error type when raised from its cursor
             if _is_timeout(error):
                 raise QueryTimeoutError(
@@ -62,8 +80,22 @@ class Database:
                     "or a smaller page"
                 ) from error
             raise
-        finally:
-            deadline[0] = math.inf
+
+    def _run_sqlite(self, read: Callable[[Connection], T]) -> T:
+        assert isinstance(self.engine, Engine)
+        with self.engine.connect() as connection:
+            deadline: list[float] = connection.info[_DEADLINE]
+            deadline[0] = time.monotonic() + self.timeout_s
+            try:
+                return read(connection)
+            finally:
+                deadline[0] = math.inf
+
+    async def close(self) -> None:
+        if isinstance(self.engine, AsyncEngine):
+            await self.engine.dispose()
+        else:
+            self.engine.dispose()
 
 
 def _is_timeout(error: Exception) -> bool:
@@ -79,4 +111,4 @@ def _install_deadline(dbapi_connection: Any, record: ConnectionPoolEntry) -> Non
     def past_deadline() -> int:
         return int(time.monotonic() > deadline[0])  # non-zero interrupts the statement
 
-    dbapi_connection.run_async(lambda raw: raw.set_progress_handler(past_deadline, _PROGRESS_EVERY))
+    dbapi_connection.set_progress_handler(past_deadline, _PROGRESS_EVERY)

@@ -1,26 +1,17 @@
-"""Request dependencies: the database handle and one connection per request."""
+"""Request dependencies: the database handle (each endpoint's reads go through `Database.run`)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from locattr.api.database import Database
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
+    # async: FastAPI would run a plain function in a worker thread, one more hop per request
     return request.app.state.database
 
 
 DatabaseDep = Annotated[Database, Depends(get_database)]
-
-
-async def get_connection(database: DatabaseDep) -> AsyncIterator[AsyncConnection]:
-    async with database.engine.connect() as connection:
-        yield connection
-
-
-ConnectionDep = Annotated[AsyncConnection, Depends(get_connection)]

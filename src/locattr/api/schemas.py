@@ -109,6 +109,11 @@ class PromptGraph(BaseModel):
     n_edges_total: int = Field(description="Edges in the stored graph.")
     n_edges_dropped: int = Field(description="Stored edges left out by the pruning parameters.")
     normalize: Literal["none", "l1_target", "l2_target"]
+    mean_ci: dict[str, float] = Field(
+        default_factory=dict,
+        description="Dataset mean CI of the graph's components by key `layer:index`, for those "
+        "that have one (from their activation contexts).",
+    )
 
 
 class ComponentMatch(BaseModel):

@@ -74,17 +74,26 @@ def resolve_target(path_or_url: str | Path) -> DatabaseTarget:
     )
 
 
-def create_sync_engine(target: DatabaseTarget, *, readonly: bool = False) -> Engine:
-    """A sync engine for `target`. Read-only engines never write (SQLite ``mode=ro``)."""
+def create_sync_engine(
+    target: DatabaseTarget, *, readonly: bool = False, pool_size: int | None = None
+) -> Engine:
+    """A sync engine for `target`. Read-only engines never write (SQLite ``mode=ro``).
+
+    With `pool_size`, exactly that many connections are kept open and shared (a server's), the
+    most recently used first: its page cache is the warmest.
+    """
+    pool: dict[str, Any] = {}
+    if pool_size is not None:
+        pool = {"pool_size": pool_size, "max_overflow": 0, "pool_use_lifo": True}
     if target.sqlite_path is None:
         options: dict[str, Any] = {"pool_pre_ping": True}
         if readonly:
             # One snapshot per transaction, so a request's two statements agree.
             options["execution_options"] = {"postgresql_readonly": True}
             options["isolation_level"] = "REPEATABLE READ"
-        return create_engine(target.url, **options)
+        return create_engine(target.url, **options, **pool)
     url = _sqlite_url(target.sqlite_path, "sqlite+pysqlite", readonly)
-    engine = create_engine(url)
+    engine = create_engine(url, **pool)
     _configure_sqlite(engine, target.sqlite_path, readonly=readonly)
     return engine
 

@@ -145,15 +145,17 @@ def rank(
     lists = []
     for component_id in spec.component_ids:
         posting = postings[component_id]
-        keep = posting.max_ci >= spec.min_ci
-        lists.append((posting.prompt_ids[keep], posting.max_ci[keep]))
-    ids = np.concatenate([ids for ids, _ in lists])
-    ci = np.concatenate([ci for _, ci in lists])
-    prompt_ids, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
-    scores = np.bincount(inverse, weights=ci, minlength=len(prompt_ids))
+        if spec.min_ci > 0:
+            keep = posting.max_ci >= spec.min_ci
+            posting = Posting(posting.prompt_ids[keep], posting.max_ci[keep])
+        lists.append(posting)
     if spec.require_all:
-        full = counts == len(spec.component_ids)
-        prompt_ids, scores = prompt_ids[full], scores[full]
+        prompt_ids, scores = _intersect(lists)
+    else:
+        ids = np.concatenate([p.prompt_ids for p in lists])
+        prompt_ids, inverse = np.unique(ids, return_inverse=True)
+        ci = np.concatenate([p.max_ci for p in lists])
+        scores = np.bincount(inverse, weights=ci, minlength=len(prompt_ids))
     total = len(prompt_ids)
     if after is not None:
         later = (scores < after.score) | ((scores == after.score) & (prompt_ids > after.prompt_id))
@@ -165,3 +167,26 @@ def rank(
         prompt_ids, scores = prompt_ids[best], scores[best]
     order = np.lexsort((prompt_ids, -scores))[: limit + 1]
     return list(zip(prompt_ids[order].tolist(), scores[order].tolist(), strict=True)), total
+
+
+def _intersect(lists: list[Posting]) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Prompts in every posting (ascending) and their summed max CI, in posting order.
+
+    Binary searches from the shortest posting: a few microseconds per thousand of its prompts,
+    however frequent the other components are.
+    """
+    prompt_ids = min(lists, key=lambda p: len(p.prompt_ids)).prompt_ids
+    for posting in lists:
+        prompt_ids = prompt_ids[_positions(posting, prompt_ids) >= 0]
+    scores = np.zeros(len(prompt_ids))
+    for posting in lists:  # in query order, so a score does not depend on posting lengths
+        scores += posting.max_ci[_positions(posting, prompt_ids)]
+    return prompt_ids, scores
+
+
+def _positions(posting: Posting, prompt_ids: NDArray[np.int64]) -> NDArray[np.intp]:
+    """Index of each of `prompt_ids` in the posting's sorted ids, -1 where it is absent."""
+    if not len(posting.prompt_ids):
+        return np.full(len(prompt_ids), -1, dtype=np.intp)
+    where = np.minimum(np.searchsorted(posting.prompt_ids, prompt_ids), len(posting.prompt_ids) - 1)
+    return np.where(posting.prompt_ids[where] == prompt_ids, where, -1)

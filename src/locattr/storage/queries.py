@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import orjson
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, TextualSelect, and_, func, or_, select, text
 
 from locattr.errors import LocattrError
 from locattr.storage.models import (
@@ -28,6 +28,7 @@ from locattr.storage.models import (
 ca = component_activations_table
 AnySelect: TypeAlias = Select[*tuple[Any, ...]]
 MAX_PAGE_SIZE = 1000
+MAX_IN_IDS = 20_000
 
 
 class QueryError(LocattrError, ValueError):
@@ -144,15 +145,27 @@ def search_prompts(spec: MatchSpec, *, limit: int, after: SearchCursor | None) -
     return statement.order_by(matching.c.score.desc(), matching.c.prompt_id).limit(limit + 1)
 
 
-def matches_in_prompts(spec: MatchSpec, prompt_ids: Sequence[int] | None = None) -> AnySelect:
-    """(prompt_id, component_id, max_ci, positions) of the counted rows, in the given prompts
-    (or in every matching prompt when `prompt_ids` is None)."""
-    rows = spec.rows().subquery()
-    statement = select(rows.c.prompt_id, rows.c.component_id, rows.c.max_ci, rows.c.positions)
-    if prompt_ids is not None:
-        return statement.where(rows.c.prompt_id.in_(prompt_ids))
+def matches_in_prompts(spec: MatchSpec) -> AnySelect:
+    """(prompt_id, component_id, max_ci, positions) of the counted rows in every matching
+    prompt."""
     matching = spec.groups().subquery()
-    return statement.where(rows.c.prompt_id.in_(select(matching.c.prompt_id)))
+    return (
+        spec.rows()
+        .with_only_columns(ca.c.prompt_id, ca.c.component_id, ca.c.max_ci, ca.c.positions)
+        .where(ca.c.prompt_id.in_(select(matching.c.prompt_id)))
+    )
+
+
+def page_matches(spec: MatchSpec, prompt_ids: Sequence[int]) -> AnySelect:
+    """(prompt_id, component_id, max_ci, positions, tokens JSON) of the counted rows in the
+    given prompts: a result page's matches and previews in one statement."""
+    p = prompts_table.c
+    return (
+        spec.rows()
+        .with_only_columns(ca.c.prompt_id, ca.c.component_id, ca.c.max_ci, ca.c.positions, p.tokens)
+        .join_from(ca, prompts_table, p.id == ca.c.prompt_id)
+        .where(ca.c.prompt_id.in_(prompt_ids))
+    )
 
 
 def layers() -> AnySelect:
@@ -211,6 +224,21 @@ def count_activation_contexts() -> AnySelect:
 def component_counters(component_id: int) -> AnySelect:
     c = components_table.c
     return select(c.prompt_count, c.sum_max_ci, c.max_max_ci, c.mean_ci).where(c.id == component_id)
+
+
+def component_mean_ci(component_ids: Sequence[int]) -> AnySelect | TextualSelect:
+    """(id, mean_ci) of those components that have a dataset mean CI; for a long list, of every
+    component between its first and last id (a range reads faster than a huge IN list)."""
+    c = components_table.c
+    if len(component_ids) > MAX_IN_IDS:
+        return select(c.id, c.mean_ci).where(
+            c.id.between(component_ids[0], component_ids[-1]), c.mean_ci.is_not(None)
+        )
+    # Integers written inline: a bound parameter per id costs more than the lookup itself.
+    listed = ",".join(map(str, map(int, component_ids)))
+    return text(
+        f"SELECT id, mean_ci FROM components WHERE id IN ({listed}) AND mean_ci IS NOT NULL"
+    ).columns(c.id, c.mean_ci)
 
 
 def top_prompts_of_component(component_id: int, limit: int) -> AnySelect:
@@ -283,6 +311,11 @@ def stored_identities(identities: Sequence[str]) -> AnySelect:
 
 def prompt_graph(prompt_id: int) -> AnySelect:
     return select(prompts_table.c.graph).where(prompts_table.c.id == prompt_id)
+
+
+def prompt_with_graph(prompt_id: int) -> AnySelect:
+    """The prompt's columns (as `prompt_by_id`) followed by its graph blob."""
+    return prompt_by_id(prompt_id).add_columns(prompts_table.c.graph)
 
 
 def prompt_count() -> AnySelect:

@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import orjson
 from sqlalchemy import Connection
 
+from locattr.graph import Graph
 from locattr.storage import postings, queries
 from locattr.storage.index_rows import decode_positions
 from locattr.storage.keys import ComponentKey, parse_keys
@@ -22,6 +24,7 @@ from locattr.storage.records import (
     PromptInfo,
     SearchHit,
     SearchPage,
+    preview_of,
 )
 from locattr.storage.writes import LayerSlot, read_layer_slots
 
@@ -85,6 +88,14 @@ def get_graph_blob(connection: Connection, prompt_id: int) -> bytes | None:
     return connection.execute(queries.prompt_graph(prompt_id)).scalar()
 
 
+def get_prompt_with_graph(
+    connection: Connection, prompt_id: int
+) -> tuple[PromptInfo, bytes | None] | None:
+    """The prompt and its graph blob (None when stored without one), or None if unknown."""
+    row = connection.execute(queries.prompt_with_graph(prompt_id)).first()
+    return (prompt_info(row[:-1]), row[-1]) if row is not None else None
+
+
 def get_meta(connection: Connection) -> dict[str, Any]:
     rows = connection.execute(queries.meta_items()).all()
     return {key: orjson.loads(value) for key, value in rows}
@@ -129,7 +140,7 @@ def search(
         return SearchPage(hits=[], total=0, next_cursor=None, unknown_keys=unknown)
     spec = queries.MatchSpec(tuple(key_of), require_all=require_all, min_ci=min_ci)
     if same_position:
-        ranked, matches = _same_position_matches(connection, spec, key_of)
+        ranked = _same_position_ranking(connection, spec, key_of)
         total = len(ranked)
         if after is not None:
             ranked = [r for r in ranked if (-r[1], r[0]) > (-after.score, after.prompt_id)]
@@ -138,19 +149,21 @@ def search(
         rows, total = postings.rank(
             postings.read_postings(connection, spec.component_ids), spec, limit=limit, after=after
         )
-        shown = [row[0] for row in rows[:limit]]
-        match_rows = (
-            connection.execute(queries.matches_in_prompts(spec, shown)).all() if shown else []
-        )
-        matches = _group_matches(match_rows, key_of)
     page = rows[:limit]
+    details = (
+        connection.execute(queries.page_matches(spec, [row[0] for row in page])).all()
+        if page
+        else []
+    )
+    matches, previews = _page_details(details, key_of)
     hits = [
         SearchHit(
-            prompt_id=row[0],
-            score=row[1],
-            matches={k: matches[row[0]][k] for k in key_of.values() if k in matches[row[0]]},
+            prompt_id=prompt_id,
+            score=score,
+            matches={k: matches[prompt_id][k] for k in key_of.values() if k in matches[prompt_id]},
+            preview=previews[prompt_id],
         )
-        for row in page
+        for prompt_id, score in page
     ]
     next_cursor = (
         queries.SearchCursor(page[-1][1], page[-1][0]).encode() if len(rows) > limit else None
@@ -169,9 +182,20 @@ def _group_matches(
     return grouped
 
 
-def _same_position_matches(
+def _page_details(
+    rows: Sequence[Any], key_of: Mapping[int, str]
+) -> tuple[dict[int, dict[str, ComponentMatch]], dict[int, str]]:
+    """Rows of `queries.page_matches` -> matches by prompt and key, previews by prompt."""
+    tokens_of = {prompt_id: tokens for prompt_id, *_, tokens in rows}  # the same on every row
+    previews = {
+        prompt_id: preview_of(orjson.loads(tokens)) for prompt_id, tokens in tokens_of.items()
+    }
+    return _group_matches([row[:4] for row in rows], key_of), previews
+
+
+def _same_position_ranking(
     connection: Connection, spec: queries.MatchSpec, key_of: Mapping[int, str]
-) -> tuple[list[tuple[int, float]], dict[int, dict[str, ComponentMatch]]]:
+) -> list[tuple[int, float]]:
     """Every matching prompt whose components share a position, ranked (score desc, id)."""
     matches = _group_matches(connection.execute(queries.matches_in_prompts(spec)).all(), key_of)
     ranked = []
@@ -180,7 +204,7 @@ def _same_position_matches(
         if len(by_key) == len(key_of) and common:
             ranked.append((prompt_id, sum(m.max_ci for m in by_key.values())))
     ranked.sort(key=lambda r: (-r[1], r[0]))
-    return ranked, matches
+    return ranked
 
 
 def component_stats(
@@ -202,6 +226,20 @@ def component_stats(
         top_prompt_ids=[prompt_id for prompt_id, _ in top],
         mean_ci=mean_ci,
     )
+
+
+def component_mean_ci(connection: Connection, layers: LayerCache, graph: Graph) -> dict[str, float]:
+    """Dataset mean CI of the graph's components (`layer:index` -> value) where one is stored."""
+    slots = layers.slots(connection)
+    first = np.array([slots[n].first_component_id if n in slots else -1 for n in graph.layers])
+    node_first = first[graph.node_layer]
+    decomposed = node_first >= 0  # pseudo-layers (wte, output) have no component rows
+    ids = np.unique(node_first[decomposed] + graph.node_component[decomposed]).tolist()
+    if not ids:
+        return {}
+    rows = connection.execute(queries.component_mean_ci(ids)).all()
+    present = set(ids)
+    return {layers.key_of(connection, cid): value for cid, value in rows if cid in present}
 
 
 def cofiring_components(

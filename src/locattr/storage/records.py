@@ -57,9 +57,13 @@ class PromptInfo:
     has_graph: bool
 
     def preview(self, width: int = 80) -> str:
-        """The prompt's text (token strings carry their own spaces), cut to `width`."""
-        text = "".join(self.tokens).strip()
-        return text if len(text) <= width else text[: width - 1] + "…"
+        return preview_of(self.tokens, width)
+
+
+def preview_of(tokens: Sequence[str], width: int = 80) -> str:
+    """A prompt's text (token strings carry their own spaces), cut to `width`."""
+    text = "".join(tokens).strip()
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,8 @@ class SearchHit:
     score: float
     """Sum over the queried components present in the prompt of their max CI there."""
     matches: dict[str, ComponentMatch]
+    preview: str
+    """The prompt's text, shortened (`preview_of`)."""
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,13 @@ from fastapi import APIRouter, Path, Query
 from sqlalchemy import Connection
 
 from locattr.api import schemas
-from locattr.api.deps import ConnectionDep, DatabaseDep
+from locattr.api.deps import DatabaseDep
 from locattr.api.errors import ERROR_RESPONSES, NotFoundError
 from locattr.api.routers.prompts import CursorParam, LimitParam
 from locattr.storage import reads
 
 router = APIRouter(prefix="/api", tags=["components"], responses=ERROR_RESPONSES)
 
-COFIRING_SAMPLE = 200
-COFIRING_LIMIT = 20
 COFIRING_SAMPLE = 200
 COFIRING_LIMIT = 20
 LayerParam = Annotated[str | None, Query(max_length=300, description="Only this layer.")]
@@ -26,7 +24,6 @@ KeyParam = Annotated[str, Path(max_length=320, description="Component key `layer
 @router.get("/components", response_model=schemas.ComponentList)
 async def list_components(
     database: DatabaseDep,
-    connection: ConnectionDep,
     layer: LayerParam = None,
     limit: LimitParam = 100,
     cursor: CursorParam = None,
@@ -43,13 +40,12 @@ async def list_components(
             next_cursor=next_cursor,
         )
 
-    return await database.run(connection, read)
+    return await database.run(read)
 
 
 @router.get("/components/{key}", response_model=schemas.ComponentDetail)
 async def get_component(
     database: DatabaseDep,
-    connection: ConnectionDep,
     key: KeyParam,
     top: Annotated[int, Query(ge=1, le=1000, description="How many top prompts.")] = 20,
 ) -> schemas.ComponentDetail:
@@ -75,7 +71,7 @@ async def get_component(
             cofiring_sample=min(COFIRING_SAMPLE, stats.prompt_count),
         )
 
-    detail = await database.run(connection, read)
+    detail = await database.run(read)
     if detail is None:
         raise NotFoundError(f"no component {key} in this database (see /api/layers)")
     return detail
@@ -84,7 +80,6 @@ async def get_component(
 @router.get("/activation_contexts", response_model=schemas.ActivationContextPage)
 async def list_activation_contexts(
     database: DatabaseDep,
-    connection: ConnectionDep,
     layer: LayerParam = None,
     limit: LimitParam = 100,
     cursor: CursorParam = None,
@@ -101,4 +96,4 @@ async def list_activation_contexts(
             next_cursor=next_cursor,
         )
 
-    return await database.run(connection, read)
+    return await database.run(read)

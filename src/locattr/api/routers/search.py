@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy import Connection
 
 from locattr.api import schemas
-from locattr.api.deps import ConnectionDep, DatabaseDep
+from locattr.api.deps import DatabaseDep
 from locattr.api.errors import ERROR_RESPONSES
 from locattr.api.routers.prompts import CursorParam, LimitParam
 from locattr.api.settings import MAX_QUERY_CHARS
@@ -23,7 +23,6 @@ MAX_SEARCH_KEYS = 64
 @router.get("/search", response_model=schemas.SearchResults)
 async def search_prompts(
     database: DatabaseDep,
-    connection: ConnectionDep,
     components: Annotated[
         str,
         Query(
@@ -63,25 +62,27 @@ async def search_prompts(
             min_ci=min_ci,
             same_position=same_position,
         )
-        previews = {i.id: i.preview() for i in reads.get_prompts(sync_connection, page.prompt_ids)}
-        return schemas.SearchResults(
-            query=list(dict.fromkeys(keys)),
-            mode=mode,
-            count=page.total,
-            results=[
-                schemas.SearchResult(
-                    id=hit.prompt_id,
-                    score=hit.score,
-                    preview=previews.get(hit.prompt_id, ""),
-                    matches={
-                        key: schemas.ComponentMatch(max_ci=m.max_ci, positions=m.positions)
-                        for key, m in hit.matches.items()
-                    },
-                )
-                for hit in page.hits
-            ],
-            next_cursor=page.next_cursor,
-            unknown_components=page.unknown_keys,
+        # Validated from plain dicts in one call: pydantic's core builds the nested models.
+        return schemas.SearchResults.model_validate(
+            {
+                "query": list(dict.fromkeys(keys)),
+                "mode": mode,
+                "count": page.total,
+                "results": [
+                    {
+                        "id": hit.prompt_id,
+                        "score": hit.score,
+                        "preview": hit.preview,
+                        "matches": {
+                            key: {"max_ci": match.max_ci, "positions": match.positions}
+                            for key, match in hit.matches.items()
+                        },
+                    }
+                    for hit in page.hits
+                ],
+                "next_cursor": page.next_cursor,
+                "unknown_components": page.unknown_keys,
+            }
         )
 
-    return await database.run(connection, read)
+    return await database.run(read)
