@@ -3,9 +3,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench services clean
+FRONTEND := frontend
+FRONTEND_DEPS := $(FRONTEND)/node_modules/.installed
+FRONTEND_STAMP := $(FRONTEND)/dist/.built
+FRONTEND_SOURCES := $(shell find $(FRONTEND)/src -type f) $(FRONTEND)/index.html \
+	$(FRONTEND)/vite.config.ts $(FRONTEND)/tsconfig.json
 
-install: $(STAMP)
+.PHONY: install demo test test-fast lint bench services browser frontend frontend-types clean
+
+install: $(STAMP) $(FRONTEND_STAMP)
 
 # torch first, pinned to the CPU wheel on local disk; the project's range then installs nothing more.
 $(STAMP): pyproject.toml
@@ -15,6 +21,23 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,postgres]'
 	touch $(STAMP)
 
+# The browser frontend: npm packages from the lock file, then the build the API serves at `/`.
+$(FRONTEND_DEPS): $(FRONTEND)/package.json $(FRONTEND)/package-lock.json
+	cd $(FRONTEND) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(FRONTEND_STAMP): $(FRONTEND_DEPS) $(FRONTEND_SOURCES)
+	cd $(FRONTEND) && npm run --silent build
+	touch $@
+
+frontend: $(FRONTEND_STAMP)
+
+# Regenerate the frontend's API types after an API change (tests/frontend fails until then).
+frontend-types: $(STAMP) $(FRONTEND_DEPS)
+	$(PY) $(FRONTEND)/scripts/dump_openapi.py $(FRONTEND)/node_modules/.openapi.json
+	cd $(FRONTEND) && npx --no-install openapi-typescript node_modules/.openapi.json \
+		-o src/api/schema.d.ts
+
 # Builds data/demo.db from the shipped demo run when missing, then serves it on :8765.
 demo: install
 	$(VENV)/bin/locattr demo
@@ -23,10 +46,14 @@ demo: install
 services:
 	.ci/services
 
-test: install services
+# Installs Debian's Chromium for the browser tests (tests/frontend) if it is missing.
+browser:
+	.ci/browser
+
+test: install services browser
 	. .ci/test-env && $(PY) -m pytest
 
-test-fast: install
+test-fast: install browser
 	$(PY) -m pytest -m "not postgres and not slow"
 
 lint: install
@@ -34,8 +61,8 @@ lint: install
 	$(VENV)/bin/ruff format --check src tests benchmarks alembic
 	$(VENV)/bin/pyright
 
-bench: install
+bench: install browser
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis $(FRONTEND)/node_modules $(FRONTEND)/dist

@@ -3,7 +3,8 @@
 Run as `python -m benchmarks.bench_generate [--quick]`. Prints a table and `FIGURE` lines:
 - demo model, CPU: `generate_cpu_prompts_per_s_1w` / `_2w` (1 and 2 worker processes, prompts
   stored per second of worker time after loading) and `generate_db_time_share` (fraction of the
-  workers' wall time spent in database writes), against the original's per-prompt algorithm
+  worker's wall time not covered by compute, i.e. waiting for the database; the writer thread's
+  own busy share is printed beside it), against the original's per-prompt algorithm
   (one backward per alive target unit, `tests.compute.reference`) on the same prompts;
 - with CUDA: the compute benchmark's real-size run (C 1200, n_ctx 64) on one GPU, with storage
   (`generate_gpu_prompts_per_s`) and compute alone (`generate_gpu_compute_prompts_per_s`), and
@@ -63,7 +64,8 @@ def cpu_demo(root: Path, n_prompts: int, n_ctx: int) -> Rows:
         rows += [
             (f"{workers} worker(s): command wall s", f"{result.wall_s:.1f}"),
             (f"{workers} worker(s): prompts/s (worker time)", f"{worker_rate(result):.2f}"),
-            (f"{workers} worker(s): db time share", f"{result.db_time_share:.3f}"),
+            (f"{workers} worker(s): db wait share", f"{result.db_wait_share:.3f}"),
+            (f"{workers} worker(s): writer thread busy share", f"{result.db_busy_share:.3f}"),
         ]
     run = load_run(demo_run_path(), with_tokenizer=False)
     sample = demo_prompts(2, n_ctx, seed=0)
@@ -79,7 +81,7 @@ def cpu_demo(root: Path, n_prompts: int, n_ctx: int) -> Rows:
         ("FIGURE generate_speedup_vs_original", f"{reference_s / ours_s:.1f}"),
         ("FIGURE generate_cpu_prompts_per_s_1w", f"{worker_rate(results[1]):.2f}"),
         ("FIGURE generate_cpu_prompts_per_s_2w", f"{worker_rate(results[2]):.2f}"),
-        ("FIGURE generate_db_time_share", f"{results[1].db_time_share:.3f}"),
+        ("FIGURE generate_db_time_share", f"{results[1].db_wait_share:.3f}"),
     ]
     return rows
 
@@ -145,7 +147,8 @@ def gpu_real_size(root: Path, n_prompts: int, batch: int) -> Rows:
         ("edges per prompt", f"{n_edges / n_prompts:.0f}"),
         ("compute only: prompts/s", f"{compute_rate:.2f}"),
         ("with storage: prompts/s (worker time)", f"{worker_rate(result):.2f}"),
-        ("with storage: db time share", f"{result.db_time_share:.3f}"),
+        ("with storage: db wait share", f"{result.db_wait_share:.3f}"),
+        ("with storage: writer thread busy share", f"{result.db_busy_share:.3f}"),
         ("with storage: activation contexts s", f"{result.contexts_s:.1f}"),
         ("GPU utilisation while storing, mean of samples %", f"{busy:.0f} ({len(utilisation)})"),
         ("FIGURE generate_gpu_compute_prompts_per_s", f"{compute_rate:.2f}"),

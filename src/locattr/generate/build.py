@@ -83,11 +83,19 @@ class GenerateResult:
     reports: list[WorkerReport]
 
     @property
-    def db_time_share(self) -> float:
-        """Mean over workers of the fraction of their wall time spent writing."""
-        if not self.reports:
-            return 0.0
-        return sum(r.db_s / max(r.wall_s, 1e-9) for r in self.reports) / len(self.reports)
+    def db_wait_share(self) -> float:
+        """Mean over workers of the fraction of their wall time not spent computing: waiting
+        for the database (writes overlap the next batch's compute, so only what they do not
+        hide counts)."""
+        return self._mean(lambda r: max(r.wall_s - r.compute_s, 0.0) / max(r.wall_s, 1e-9))
+
+    @property
+    def db_busy_share(self) -> float:
+        """Mean over workers of the fraction of their wall time their writer thread was busy."""
+        return self._mean(lambda r: r.db_s / max(r.wall_s, 1e-9))
+
+    def _mean(self, of: Callable[[WorkerReport], float]) -> float:
+        return sum(of(r) for r in self.reports) / len(self.reports) if self.reports else 0.0
 
 
 def resolve_model(model: str) -> str:
