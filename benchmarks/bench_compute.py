@@ -229,6 +229,20 @@ def real_size(root: Path, device: str, n_prompts: int, batch: int) -> list[tuple
     ]
 
 
+def print_gpu_kernels(run: LoadedRun, batch: int) -> None:
+    """torch.profiler's table of one real-size batch: which kernels and copies take the time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    tokens = prompts(REAL, batch, seed=3).to(run.device)
+    compute_graphs(run, tokens)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as trace:
+        compute_graphs(run, tokens)
+        torch.cuda.synchronize()
+    table = trace.key_averages().table(sort_by="self_cuda_time_total", row_limit=25)
+    print(f"\ncompute: GPU kernels of one batch of {batch}\n{table}")
+
+
 def print_table(title: str, rows: list[tuple[str, str]]) -> None:
     print(f"\n{title}")
     width = max(len(k) for k, _ in rows if not k.startswith("FIGURE"))
@@ -257,6 +271,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--profile", action="store_true", help="print where the GPU real-size time goes (cProfile)"
     )
+    parser.add_argument(
+        "--torch-profile", action="store_true", help="print the GPU kernels of one batch"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.manual_seed(0)
@@ -280,6 +297,8 @@ def main(argv: list[str] | None = None) -> None:
                 profile = cProfile.Profile()
                 profile.runcall(real_size, root / "gpu2", "cuda", args.gpu_batch, args.gpu_batch)
                 pstats.Stats(profile).sort_stats("tottime").print_stats(25)
+            if args.torch_profile:
+                print_gpu_kernels(build_run(root / "gpu3", REAL, "cuda"), args.gpu_batch)
 
 
 if __name__ == "__main__":

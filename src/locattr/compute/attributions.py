@@ -490,4 +490,15 @@ def _edges_by_prompt(
     target = torch.cat([run.target.to(torch.int32) for run in edges])[order]
     value = torch.cat([run.value.float() for run in edges])[order]
     counts = torch.bincount(prompt, minlength=batch).cumsum(0).tolist()
-    return source.cpu().numpy(), target.cpu().numpy(), value.cpu().numpy(), [0, *counts]
+    return _to_host(source), _to_host(target), _to_host(value), [0, *counts]
+
+
+def _to_host(tensor: Tensor) -> np.ndarray:
+    """A host copy as numpy. From a GPU the copy lands in pinned memory (torch caches those
+    blocks): copies into pageable memory ran at ~1.5 GB/s on an H100 and took 70 % of the GPU
+    time of a real-size batch."""
+    if tensor.device.type != "cuda":
+        return tensor.cpu().numpy()
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    host.copy_(tensor)
+    return host.numpy()
