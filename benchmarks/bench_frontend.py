@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from playwright.sync_api import Browser, Page, sync_playwright
+from tests.frontend.conftest import CHROMIUM_ARGS
 
 from benchmarks.bench_api import free_port, start_server
 from benchmarks.synthetic import Shape, synthetic_graph
@@ -32,14 +33,6 @@ from locattr.storage import PromptRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 EDGES = 50_000
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 # The original page's way to draw: one SVG string with an element per edge and node, set as
 # innerHTML on every render; timed from parsed data to the frame that shows it.

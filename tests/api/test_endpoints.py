@@ -3,12 +3,16 @@
 import http.client
 import json
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
+from locattr import LocalAttrDB
 from locattr.api import schemas
-from tests.api.conftest import A, B, C
+from locattr.api.settings import Settings
+from tests.api.conftest import A, B, C, fill
+from tests.api.server import running_server
 
 
 def test_health_meta_layers(client: httpx.Client) -> None:
@@ -194,13 +198,19 @@ def test_original_endpoints_answer_with_original_parameters(client: httpx.Client
     assert client.get("/api/components").status_code == 200
 
 
-def test_root_explains_how_to_build_the_frontend(client: httpx.Client) -> None:
-    page = client.get("/")
-    assert page.status_code == 200 and "/docs" in page.text
-    assert (
-        client.get("/openapi.json").json()["paths"]["/api/search"]["get"]["operationId"]
-        == "searchPrompts"
-    )
+def test_root_explains_how_to_build_the_frontend(tmp_path: Path) -> None:
+    """Without a built frontend (`frontend_dir` empty), `/` says what to do and links the docs."""
+    path = str(tmp_path / "served.db")
+    with LocalAttrDB(path) as db:
+        fill(db)
+    settings = Settings(db=path, frontend_dir=tmp_path / "no-frontend")
+    with running_server(settings) as url, httpx.Client(base_url=url, timeout=30) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and "/docs" in page.text and "not built" in page.text
+        assert (
+            client.get("/openapi.json").json()["paths"]["/api/search"]["get"]["operationId"]
+            == "searchPrompts"
+        )
 
 
 def test_gzip_for_large_responses(client: httpx.Client) -> None:

@@ -145,6 +145,7 @@ def test_original_underscore_flags_are_accepted(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "1 prompts added" in result.stdout
+    assert "1/1 prompts" in result.stderr  # the progress line a non-interactive log gets
 
 
 def test_activation_contexts_are_stored_once_from_windows_apart_from_the_prompts(

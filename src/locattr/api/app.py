@@ -21,8 +21,9 @@ from locattr.api.settings import Settings
 
 NO_FRONTEND_PAGE = """<!doctype html><html><head><title>locattr</title></head><body>
 <h1>locattr API</h1><p>The API is running: see <a href="/docs">/docs</a>.</p>
-<p>The browser frontend is not built yet (there is no <code>frontend/dist</code> here);
-everything it will show is available from the API.</p>
+<p>The browser frontend is not built yet (there is no <code>frontend/dist</code> here):
+run <code>make install</code> in the repository (it builds <code>frontend/</code> with npm), or
+point <code>LOCATTR_FRONTEND_DIR</code> at a built copy, then restart the server.</p>
 </body></html>"""
 
 
