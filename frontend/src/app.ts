@@ -65,7 +65,6 @@ export class App {
   private promptsNext: string | null = null;
   private promptCount = 0;
   private search: SearchState | null = null;
-  private readonly previewTokens = new Map<number, string[] | Promise<void>>();
   private readonly components = new ComponentStore();
   private readonly renderer: GraphRenderer;
   private readonly el;
@@ -334,7 +333,6 @@ export class App {
     }
     if (request.signal.aborted || this.mode !== "db") return;
     this.promptRequest = null;
-    this.previewTokens.set(raw.id, raw.tokens);
     this.showGraph(raw, performance.now());
   }
 
@@ -625,26 +623,9 @@ export class App {
     this.el.searchMore.hidden = search.next === null;
   }
 
-  /** The prompt's tokens around the matching positions (marked); its text until they arrive. */
+  /** The prompt's tokens around the matching positions, which are marked. */
   private preview(result: SearchResult, marked: Set<number>): HTMLElement {
-    const tokens = this.previewTokens.get(result.id);
-    if (!Array.isArray(tokens)) {
-      if (tokens === undefined) {
-        this.previewTokens.set(
-          result.id,
-          this.api.prompt(result.id, { top_k: 1 }).then(
-            (graph) => {
-              this.previewTokens.set(result.id, graph.tokens);
-              this.renderSearch();
-            },
-            () => {
-              this.previewTokens.delete(result.id);
-            },
-          ),
-        );
-      }
-      return h("div", { class: "preview" }, result.preview);
-    }
+    const tokens = result.tokens;
     const positions = [...marked].sort((a, b) => a - b);
     const start = Math.max(0, (positions[0] ?? 0) - 6);
     const end = Math.min(tokens.length, Math.max(start + 24, (positions[positions.length - 1] ?? 0) + 7));

@@ -74,6 +74,7 @@ def test_search(client: httpx.Client) -> None:
     )
     assert both["results"][0]["matches"][A] == {"max_ci": 0.75, "positions": [0, 1]}
     assert both["results"][0]["preview"] == "Once upon a"
+    assert both["results"][0]["tokens"] == ["Once", " upon", " a"]  # what positions index
     anyof = client.get("/api/search", params={"components": f"{A},{C}", "mode": "any"}).json()
     assert [r["id"] for r in anyof["results"]] == [3, 1, 2]
     paged = client.get("/api/search", params={"components": A, "limit": 1}).json()

@@ -499,6 +499,11 @@ export interface components {
             score: number;
             /** Preview */
             preview: string;
+            /**
+             * Tokens
+             * @description The prompt's tokens; `matches` positions index them.
+             */
+            tokens: string[];
             /** Matches */
             matches: {
                 [key: string]: components["schemas"]["ComponentMatch"];
@@ -532,7 +537,14 @@ export interface components {
          *             }
          *           },
          *           "preview": "Once upon a time",
-         *           "score": 1.25
+         *           "score": 1.25,
+         *           "tokens": [
+         *             "Once",
+         *             " upon",
+         *             " a",
+         *             " time",
+         *             "."
+         *           ]
          *         }
          *       ],
          *       "unknown_components": []

@@ -125,6 +125,7 @@ class SearchResult(BaseModel):
     id: int
     score: float = Field(description="Sum of the queried components' max CI in this prompt.")
     preview: str
+    tokens: list[str] = Field(description="The prompt's tokens; `matches` positions index them.")
     matches: dict[str, ComponentMatch]
 
 
@@ -141,6 +142,7 @@ class SearchResults(BaseModel):
                             "id": 12,
                             "score": 1.25,
                             "preview": "Once upon a time",
+                            "tokens": ["Once", " upon", " a", " time", "."],
                             "matches": {
                                 "h.0.mlp.c_fc:3": {"max_ci": 0.75, "positions": [1, 4]},
                                 "h.1.attn.o_proj:7": {"max_ci": 0.5, "positions": [4]},

@@ -155,13 +155,14 @@ def search(
         if page
         else []
     )
-    matches, previews = _page_details(details, key_of)
+    matches, tokens = _page_details(details, key_of)
     hits = [
         SearchHit(
             prompt_id=prompt_id,
             score=score,
             matches={k: matches[prompt_id][k] for k in key_of.values() if k in matches[prompt_id]},
-            preview=previews[prompt_id],
+            preview=preview_of(tokens[prompt_id]),
+            tokens=tokens[prompt_id],
         )
         for prompt_id, score in page
     ]
@@ -184,13 +185,11 @@ def _group_matches(
 
 def _page_details(
     rows: Sequence[Any], key_of: Mapping[int, str]
-) -> tuple[dict[int, dict[str, ComponentMatch]], dict[int, str]]:
-    """Rows of `queries.page_matches` -> matches by prompt and key, previews by prompt."""
+) -> tuple[dict[int, dict[str, ComponentMatch]], dict[int, list[str]]]:
+    """Rows of `queries.page_matches` -> matches by prompt and key, tokens by prompt."""
     tokens_of = {prompt_id: tokens for prompt_id, *_, tokens in rows}  # the same on every row
-    previews = {
-        prompt_id: preview_of(orjson.loads(tokens)) for prompt_id, tokens in tokens_of.items()
-    }
-    return _group_matches([row[:4] for row in rows], key_of), previews
+    tokens = {prompt_id: orjson.loads(text) for prompt_id, text in tokens_of.items()}
+    return _group_matches([row[:4] for row in rows], key_of), tokens
 
 
 def _same_position_ranking(

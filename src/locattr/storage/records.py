@@ -108,6 +108,8 @@ class SearchHit:
     matches: dict[str, ComponentMatch]
     preview: str
     """The prompt's text, shortened (`preview_of`)."""
+    tokens: list[str]
+    """The prompt's tokens, which `matches` positions index (to mark them in a preview)."""
 
 
 @dataclass(frozen=True)

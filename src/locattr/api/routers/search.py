@@ -73,6 +73,7 @@ async def search_prompts(
                         "id": hit.prompt_id,
                         "score": hit.score,
                         "preview": hit.preview,
+                        "tokens": hit.tokens,
                         "matches": {
                             key: {"max_ci": match.max_ci, "positions": match.positions}
                             for key, match in hit.matches.items()
