@@ -22,7 +22,7 @@ from locattr.compute import LoadedRun, load_run
 from locattr.demo import demo_run_path
 from locattr.generate.contexts import compute_contexts
 from locattr.generate.options import GenerateError, GenerateOptions
-from locattr.generate.prompts import Prompt, PromptPlan, plan_prompts
+from locattr.generate.prompts import PromptPlan, plan_prompts
 from locattr.generate.workers import (
     Event,
     Stored,
@@ -131,7 +131,15 @@ def generate(
         if progress is not None:
             progress(state)
 
-    reports = _run(run, model_path, options, devices, todo, on_event) if todo else []
+    reports: list[WorkerReport] = []
+    if todo and len(devices) == 1:
+        reports = [run_worker(run, todo, options, 0, on_event)]
+    elif todo:
+        del run  # the workers load their own copies; free this one's device memory first
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        shares = deal(todo, len(devices))
+        reports = run_worker_processes(model_path, options, devices, shares, on_event)
     with LocalAttrDB(options.output) as db:
         db.build_postings()
     return GenerateResult(
@@ -141,22 +149,6 @@ def generate(
         contexts_s=contexts_s,
         reports=reports,
     )
-
-
-def _run(
-    run: LoadedRun,
-    model_path: str,
-    options: GenerateOptions,
-    devices: list[str],
-    todo: list[Prompt],
-    on_event: Callable[[Event], None],
-) -> list[WorkerReport]:
-    if len(devices) == 1:
-        return [run_worker(run, todo, options, 0, on_event)]
-    del run  # the workers load their own copies; free this one's device memory first
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return run_worker_processes(model_path, options, devices, deal(todo, len(devices)), on_event)
 
 
 def _ensure_contexts(

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from locattr.compute import LoadedRun
 from locattr.compute.activation_contexts import ComponentContexts, activation_contexts
-from locattr.generate.prompts import vocab_size
+from locattr.generate.prompts import equal_length_batches, vocab_size
 from locattr.generate.text import TokenText
 
 
@@ -25,7 +25,12 @@ def compute_contexts(
     if not windows:
         return {}
     by_layer = activation_contexts(
-        run.model, _batches(windows, batch_size), vocab_size=vocab_size(run)
+        run.model,
+        (
+            torch.tensor(batch, dtype=torch.long)
+            for batch in equal_length_batches(windows, batch_size, len)
+        ),
+        vocab_size=vocab_size(run),
     )
     text = TokenText(run.tokenizer)
     return {
@@ -33,16 +38,6 @@ def compute_contexts(
         for layer, records in by_layer.items()
         for record in records
     }
-
-
-def _batches(windows: Sequence[list[int]], size: int) -> Iterator[torch.Tensor]:
-    """Equal-length batches (file prompts may differ in length)."""
-    by_length: dict[int, list[list[int]]] = {}
-    for window in windows:
-        by_length.setdefault(len(window), []).append(window)
-    for group in by_length.values():
-        for start in range(0, len(group), size):
-            yield torch.tensor(group[start : start + size], dtype=torch.long)
 
 
 def _record(text: TokenText, contexts: ComponentContexts) -> dict[str, Any]:

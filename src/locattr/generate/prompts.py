@@ -8,9 +8,10 @@ there the contexts come from the same prompts, which is all the text there is).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import torch
@@ -20,6 +21,8 @@ from locattr.datasets import DatasetSpec, dataset_windows
 from locattr.demo import demo_context_windows, demo_prompts
 from locattr.generate.options import GenerateError, GenerateOptions
 from locattr.storage import identity_for_dataset, identity_for_tokens
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ def file_prompts(path: Path, run: LoadedRun, n: int, n_ctx: int) -> list[Prompt]
     if not path.is_file():
         raise GenerateError(f"prompts file {path} does not exist")
     prompts: list[Prompt] = []
+    limit = vocab_size(run)
     for line_number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
@@ -97,7 +101,7 @@ def file_prompts(path: Path, run: LoadedRun, n: int, n_ctx: int) -> list[Prompt]
             record = orjson.loads(line)
         except orjson.JSONDecodeError as error:
             raise GenerateError(f"{path}:{line_number} is not JSON: {error}") from error
-        token_ids = _token_ids(record, run, f"{path}:{line_number}")[:n_ctx]
+        token_ids = _token_ids(record, run, limit, f"{path}:{line_number}")[:n_ctx]
         prompts.append(
             Prompt(
                 len(prompts),
@@ -109,6 +113,18 @@ def file_prompts(path: Path, run: LoadedRun, n: int, n_ctx: int) -> list[Prompt]
     return prompts
 
 
+def equal_length_batches(
+    items: Sequence[T], size: int, length: Callable[[T], int]
+) -> Iterator[list[T]]:
+    """Batches of at most `size` items of one length (one forward each), in order per length."""
+    by_length: dict[int, list[T]] = {}
+    for item in items:
+        by_length.setdefault(length(item), []).append(item)
+    for group in by_length.values():
+        for start in range(0, len(group), size):
+            yield group[start : start + size]
+
+
 def vocab_size(run: LoadedRun) -> int:
     """The model's logit width (one one-token forward)."""
     with torch.no_grad():
@@ -117,10 +133,10 @@ def vocab_size(run: LoadedRun) -> int:
         )
 
 
-def _token_ids(record: object, run: LoadedRun, where: str) -> list[int]:
+def _token_ids(record: object, run: LoadedRun, limit: int, where: str) -> list[int]:
+    """A line's token ids; ids must be below `limit` (the model's vocabulary size)."""
     match record:
         case {"token_ids": list(ids)} if ids and all(isinstance(i, int) for i in ids):
-            limit = vocab_size(run)
             if not all(0 <= i < limit for i in ids):
                 raise GenerateError(f"{where}: token ids must be in 0..{limit - 1} for this model")
             return ids

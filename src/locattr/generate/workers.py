@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -27,7 +27,7 @@ import torch
 from locattr.compute import LoadedRun, compute_graphs, load_run
 from locattr.errors import LocattrError
 from locattr.generate.options import GenerateError, GenerateOptions
-from locattr.generate.prompts import Prompt
+from locattr.generate.prompts import Prompt, equal_length_batches
 from locattr.generate.text import TokenText
 from locattr.storage import LocalAttrDB, PromptRecord
 
@@ -118,7 +118,9 @@ def run_worker(
         writer = _Writer(db, worker, emit)
         writer.start()
         try:
-            for batch in batches(prompts, options.batch_size):
+            for batch in equal_length_batches(
+                prompts, options.batch_size, lambda p: len(p.token_ids)
+            ):
                 t0 = time.perf_counter()
                 records = prompt_records(run, text, batch, options)
                 compute_s += time.perf_counter() - t0
@@ -172,16 +174,6 @@ class _Writer(threading.Thread):
     def _raise_error(self) -> None:
         if self.error is not None:
             raise self.error
-
-
-def batches(prompts: Sequence[Prompt], size: int) -> Iterator[list[Prompt]]:
-    """Batches of equal-length prompts (one forward each), in prompt order."""
-    by_length: dict[int, list[Prompt]] = {}
-    for prompt in prompts:
-        by_length.setdefault(len(prompt.token_ids), []).append(prompt)
-    for group in by_length.values():
-        for start in range(0, len(group), size):
-            yield group[start : start + size]
 
 
 def prompt_records(
