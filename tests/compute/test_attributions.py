@@ -245,3 +245,35 @@ def test_graphs_come_out_valid_and_canonical(write_spd_run: Callable[[RunSpec], 
             edge_value=graph.edge_value,
         )
         assert checked.n_edges > 0 and checked.canonical() is checked
+
+
+PROMPT_24 = [(7 * i + 3) % 32 for i in range(24)]
+
+
+@pytest.mark.parametrize("arch", ["GPT2Simple", "LlamaSimple"])
+def test_position_blocks_over_prefix_forwards(
+    write_spd_run: Callable[[RunSpec], Path], arch: str
+) -> None:
+    """24 positions: the k/v -> o edges come from three blocks of target positions, each over
+    its own prefix forward; batched prompts share the blocks."""
+    run = _load64(write_spd_run, RunSpec(arch=arch, block_size=32))  # type: ignore[arg-type]
+    assert sum(p.crosses_positions and p.causal for p in run.structure.pairs) > 0
+    prompts = [PROMPT_24, PROMPT_24[::-1]]
+    batched = compute_graphs(run, prompts)
+    for prompt, graph in zip(prompts, batched, strict=True):
+        reference = reference_graph(run, prompt, structure=run.structure)
+        assert graph.n_edges == reference.n_edges > 0
+        assert graph.same_as(reference, rtol=1e-9, atol=1e-12)
+
+
+def test_model_not_causal_outside_the_pairs(write_spd_run: Callable[[RunSpec], Path]) -> None:
+    """Token embeddings mixed with later positions before any decomposed layer: the pairs still
+    look causal, but a prefix forward no longer reproduces the prompt's, so no prefix is used."""
+    run = _load64(write_spd_run, RunSpec(block_size=32))
+    target = run.model.target_model
+    assert isinstance(target.wte, torch.nn.Embedding)
+    target.wte.register_forward_hook(lambda _m, _i, out: out + 0.5 * out.flip(1))
+    reference = reference_graph(run, PROMPT_24)
+    fast = compute_graph(run, PROMPT_24)
+    assert fast.n_edges == reference.n_edges > 0
+    assert fast.same_as(reference, rtol=1e-9, atol=1e-12)

@@ -41,6 +41,7 @@ DEFAULT_CHUNK_BYTES = 1 << 30
 # Rough multiple of a row's own gradient and projection tensors held at once during its backward
 # (attention-style intermediates, masks, the index tensors of kept edges).
 _ROW_BYTES_FACTOR = 4
+_POSITION_BLOCKS = 4
 
 
 @dataclass
@@ -158,11 +159,23 @@ def compute_graphs(
         ones = torch.ones(batch, seq, device=model.device, dtype=model.dtype)
         with torch.no_grad():
             deltas = {p: (w, ones) for p, w in model.weight_deltas().items()}
-    with torch.enable_grad():
-        result = model(
-            tokens, masks=masks, deltas=deltas, leaf_outputs=True, embedding_leaf=include_wte
-        )
 
+    def forward(length: int) -> ForwardResult:
+        """The grad-enabled forward of the first `length` positions (causal models compute
+        them exactly as the whole prompt does)."""
+        cut = slice(0, length)
+        with torch.enable_grad():
+            return model(
+                tokens[:, cut],
+                masks={p: m[:, cut] for p, m in masks.items()},
+                deltas=None
+                if deltas is None
+                else {p: (w, m[:, cut]) for p, (w, m) in deltas.items()},
+                leaf_outputs=True,
+                embedding_leaf=include_wte,
+            )
+
+    result = forward(seq)
     layer_names = tuple(
         name
         for name in structure.layers
@@ -181,24 +194,70 @@ def compute_graphs(
 
     layers, n_nodes = _index_nodes(layer_names, values, alive, batch)
     sources = _sources(model, result, masks, layers, include_wte)
-    edges: list[_EdgeRun] = []
+    runs: dict[str, list[_EdgeRun]] = {}
+    crossing: dict[str, list[LayerPair]] = {}
     for name in structure.targets:
         if name not in layers:
             continue
-        target = _target(model, result, name, layers[name])
         pairs = [p for p in structure.sources_of(name) if p.source in sources]
-        runs = [
-            run
-            for group in (
-                [p for p in pairs if not p.crosses_positions],
-                [p for p in pairs if p.crosses_positions],
-            )
-            if group
-            for run in _attribute(target, group, sources, attr_threshold, chunk_bytes)
-        ]
-        if runs:
-            edges.append(_merge(runs, n_nodes))
+        within = [p for p in pairs if not p.crosses_positions]
+        target = _target(model, result, name, layers[name])
+        runs[name] = (
+            _attribute(target, within, sources, attr_threshold, chunk_bytes) if within else []
+        )
+        if len(within) < len(pairs):
+            crossing[name] = [p for p in pairs if p.crosses_positions]
+    # Position-crossing pairs, a block of target positions at a time, each over the shortest
+    # prefix forward that holds it: a seed at position s reaches only positions <= s, and
+    # attention's backward costs grow with the square of the length.
+    causal = all(p.causal for pairs in crossing.values() for p in pairs)
+    needed = {p.source for pairs in crossing.values() for p in pairs}
+    blocks = _position_blocks(seq if crossing else 0, causal)
+    prefixes = {stop: forward(stop) for _, stop in blocks[:1] if stop < seq}
+    if any(not _same_prefix(r, result, [*crossing, *needed]) for r in prefixes.values()):
+        blocks = [(0, seq)]  # the model is not causal where the pairs are: no prefix forwards
+    for start, stop in blocks:
+        prefix = result if stop == seq else prefixes.get(stop) or forward(stop)
+        cut = {name: _prefix(layers[name], 0, stop) for name in needed}
+        prefix_masks = {p: m[:, :stop] for p, m in masks.items()}
+        prefix_sources = _sources(model, prefix, prefix_masks, cut, WTE_LAYER in cut)
+        for name, pairs in crossing.items():
+            target = _target(model, prefix, name, _prefix(layers[name], start, stop))
+            runs[name] += _attribute(target, pairs, prefix_sources, attr_threshold, chunk_bytes)
+    edges = [_merge(runs[name], n_nodes) for name in structure.targets if runs.get(name)]
     return _graphs(layer_names, layers, edges, batch)
+
+
+def _position_blocks(seq: int, causal: bool) -> list[tuple[int, int]]:
+    """[start, stop) blocks of target positions for position-crossing pairs: one block unless
+    every such pair is causal; then up to `_POSITION_BLOCKS` of at least 8 positions."""
+    if seq == 0:
+        return []
+    n = min(_POSITION_BLOCKS, max(1, seq // 8)) if causal else 1
+    bounds = [round(seq * i / n) for i in range(n + 1)]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def _same_prefix(prefix: ForwardResult, full: ForwardResult, names: list[str]) -> bool:
+    """Whether a prefix forward reproduces the full forward's inputs and outputs of `names`
+    on its positions (it does for causal models, up to float rounding)."""
+    stop = prefix.output.shape[1]
+    pairs = [(prefix.inputs, full.inputs), (prefix.outputs, full.outputs)]
+    return all(
+        torch.allclose(short[name], long[name][:, :stop], rtol=1e-3, atol=1e-5)
+        for short, long in pairs
+        for name in names
+        if name in short
+    )
+
+
+def _prefix(layer: _Layer, start: int, stop: int) -> _Layer:
+    """The layer over positions [0, stop), with units alive only in [start, stop)."""
+    alive = layer.alive[:, :stop]
+    if start:
+        alive = alive.clone()
+        alive[:, :start] = False
+    return _Layer(alive, layer.value[:, :stop], layer.node_id[:, :stop])
 
 
 def _index_nodes(

@@ -51,26 +51,26 @@ class NewGELU(nn.Module):
 
 
 def causal_attention(
-    q: Float[Tensor, "batch head seq hd"],
-    k: Float[Tensor, "batch head seq hd"],
-    v: Float[Tensor, "batch head seq hd"],
-) -> Float[Tensor, "batch head seq hd"]:
-    """Masked-softmax attention scaled by 1/sqrt(head_dim).
+    q: Float[Tensor, "batch seq head hd"],
+    k: Float[Tensor, "batch seq head hd"],
+    v: Float[Tensor, "batch seq head hd"],
+) -> Float[Tensor, "batch seq head hd"]:
+    """Masked-softmax attention scaled by 1/sqrt(head_dim), heads kept in the third dim.
 
-    Written out rather than through SDPA so batched (vmapped) backward passes stay on fast paths.
+    Written out rather than through SDPA, whose CPU backward has no batching rule, so batched
+    (vmapped) backward passes stay fast: einsums on the [batch, seq, head, hd] layout need no
+    head transposes, the scale sits on q (outside the k/v -> output backward), and the causal
+    mask is an additive constant, whose backward is free (masked_fill's is a full pass).
     """
-    seq = q.shape[-2]
-    scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
-    mask = torch.ones(seq, seq, dtype=torch.bool, device=q.device).tril()
-    scores = scores.masked_fill(~mask, float("-inf"))
-    return scores.softmax(-1) @ v
+    seq = q.shape[1]
+    blocked = torch.full((seq, seq), float("-inf"), dtype=q.dtype, device=q.device).triu(1)
+    scores = torch.einsum("bshd,bthd->bhst", q * (1 / math.sqrt(q.shape[-1])), k) + blocked
+    return torch.einsum("bhst,bthd->bshd", scores.softmax(-1), v)
 
 
-def merge_heads(x: Float[Tensor, "batch head seq hd"]) -> Float[Tensor, "batch seq d"]:
-    b, h, t, hd = x.shape
-    return x.transpose(1, 2).reshape(b, t, h * hd)
+def merge_heads(x: Float[Tensor, "batch seq head hd"]) -> Float[Tensor, "batch seq d"]:
+    return x.flatten(2)
 
 
-def split_heads(x: Float[Tensor, "batch seq d"], n_head: int) -> Float[Tensor, "batch head seq hd"]:
-    b, t, d = x.shape
-    return x.view(b, t, n_head, d // n_head).transpose(1, 2)
+def split_heads(x: Float[Tensor, "batch seq d"], n_head: int) -> Float[Tensor, "batch seq head hd"]:
+    return x.unflatten(-1, (n_head, -1))

@@ -53,7 +53,9 @@ class LlamaSimpleMLPConfig(LlamaSimpleConfig):
     pass
 
 
-def _rotate(x: Float[Tensor, "... seq hd"], cos: Tensor, sin: Tensor, adjacent: bool) -> Tensor:
+def _rotate(
+    x: Float[Tensor, "batch seq head hd"], cos: Tensor, sin: Tensor, adjacent: bool
+) -> Tensor:
     if adjacent:
         pairs = x.unflatten(-1, (-1, 2))
         x1, x2 = pairs[..., 0], pairs[..., 1]
@@ -104,11 +106,11 @@ class _Attention(nn.Module):
             split_heads(v, self.kv_heads),
         )
         pos = torch.arange(x.shape[1], device=x.device).clamp(max=self.n_ctx - 1)
-        cos = self.rotary_cos[pos].to(x.dtype)
-        sin = self.rotary_sin[pos].to(x.dtype)
+        cos = self.rotary_cos[pos, None].to(x.dtype)  # [seq, 1, hd]: heads in dim 2
+        sin = self.rotary_sin[pos, None].to(x.dtype)
         q, k = _rotate(q, cos, sin, self.adjacent), _rotate(k, cos, sin, self.adjacent)
         repeat = self.n_head // self.kv_heads
-        k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+        k, v = k.repeat_interleave(repeat, dim=2), v.repeat_interleave(repeat, dim=2)
         return self.o_proj(merge_heads(causal_attention(q, k, v)))
 
 
