@@ -250,18 +250,19 @@ def test_graphs_come_out_valid_and_canonical(write_spd_run: Callable[[RunSpec], 
 PROMPT_24 = [(7 * i + 3) % 32 for i in range(24)]
 
 
-@pytest.mark.parametrize("arch", ["GPT2Simple", "LlamaSimple"])
+@pytest.mark.parametrize(("arch", "threshold"), [("GPT2Simple", 1e-4), ("LlamaSimple", 0.0)])
 def test_position_blocks_over_prefix_forwards(
-    write_spd_run: Callable[[RunSpec], Path], arch: str
+    write_spd_run: Callable[[RunSpec], Path], arch: str, threshold: float
 ) -> None:
     """24 positions: the k/v -> o edges come from three blocks of target positions, each over
-    its own prefix forward; batched prompts share the blocks."""
+    its own prefix forward; batched prompts share the blocks. Threshold 0 keeps every
+    candidate, so the masks (not exact zeros) must exclude padding and later positions."""
     run = _load64(write_spd_run, RunSpec(arch=arch, block_size=32))  # type: ignore[arg-type]
     assert sum(p.crosses_positions and p.causal for p in run.structure.pairs) > 0
     prompts = [PROMPT_24, PROMPT_24[::-1]]
-    batched = compute_graphs(run, prompts)
+    batched = compute_graphs(run, prompts, attr_threshold=threshold)
     for prompt, graph in zip(prompts, batched, strict=True):
-        reference = reference_graph(run, prompt, structure=run.structure)
+        reference = reference_graph(run, prompt, structure=run.structure, attr_threshold=threshold)
         assert graph.n_edges == reference.n_edges > 0
         assert graph.same_as(reference, rtol=1e-9, atol=1e-12)
 

@@ -218,9 +218,7 @@ def compute_graphs(
         blocks = [(0, seq)]  # the model is not causal where the pairs are: no prefix forwards
     for start, stop in blocks:
         prefix = result if stop == seq else prefixes.get(stop) or forward(stop)
-        cut = {name: _prefix(layers[name], 0, stop) for name in needed}
-        prefix_masks = {p: m[:, :stop] for p, m in masks.items()}
-        prefix_sources = _sources(model, prefix, prefix_masks, cut, WTE_LAYER in cut)
+        prefix_sources = {name: _cut(sources[name], prefix, name) for name in needed}
         for name, pairs in crossing.items():
             target = _target(model, prefix, name, _prefix(layers[name], start, stop))
             runs[name] += _attribute(target, pairs, prefix_sources, attr_threshold, chunk_bytes)
@@ -321,6 +319,20 @@ def _padded(
         node_id=layer.node_id.gather(-1, order),
         weight=torch.where(valid, weight.gather(-1, order), 0),
         direction=direction,
+    )
+
+
+def _cut(source: _Source, prefix: ForwardResult, name: str) -> _Source:
+    """`source` over a prefix forward's positions, with that forward's leaf."""
+    leaf = prefix.embedding if name == WTE_LAYER else prefix.outputs[name]
+    assert leaf is not None
+    stop = leaf.shape[1]
+    return _Source(
+        leaf=leaf,
+        valid=source.valid[:, :stop],
+        node_id=source.node_id[:, :stop],
+        weight=source.weight[:, :stop],
+        direction=source.direction[:, :stop],
     )
 
 
@@ -437,54 +449,71 @@ def _chunk_edges(
 ) -> _EdgeRun:
     """Project each row's gradients onto the alive source units and keep the large values.
 
-    Values are laid out [prompt, target slot, source slot] with source slots in node order
-    (layer, then position when crossing, then component), so `nonzero` yields sorted edges.
+    Values are laid out [prompt, source position, row, source slot]. Within positions, the
+    sources' slots are side by side in node order, so without crossing (slot = position and
+    row) `nonzero` yields edges sorted by (target, source); crossing runs are sorted by
+    `_merge`. With a positive threshold no masks are needed: padded source slots have weight
+    0, empty target slots were seeded with zeros, and a causal pair's later source positions
+    get exactly zero gradient, so all of them fall below it.
     """
-    batch, n_slots = slots.node_id.shape
-    seq = group[0].valid.shape[1]
-    n_rows = n_slots if crosses else n_slots // seq
-    values, masks, ids = [], [], []
-    for pair, source, grad in zip(pairs, group, grads, strict=True):
-        width = source.valid.shape[-1]
-        if crosses:
-            value = torch.einsum("rbsd,bskd->brsk", grad, source.direction) * source.weight[:, None]
-            mask = source.valid[:, None] & _in_range(slots.pos, seq, pair.causal)[..., None]
-            values.append(value.reshape(batch, n_rows, seq * width))
-            masks.append(mask.reshape(batch, n_rows, seq * width))
-            ids.append(source.node_id.reshape(batch, 1, seq * width))
-        else:
-            value = torch.einsum("rbsd,bskd->bsrk", grad, source.direction)
-            value = value * source.weight[:, :, None]
-            mask = source.valid[:, :, None].expand(batch, seq, n_rows, width)
-            values.append(value.reshape(batch, n_slots, width))
-            masks.append(mask.reshape(batch, n_slots, width))
-            ids.append(source.node_id)
-    value = torch.cat(values, -1)
-    keep = (value.abs() >= attr_threshold) & torch.cat(masks, -1) & (slots.node_id >= 0)[..., None]
-    b, slot, k = keep.nonzero(as_tuple=True)
-    source_ids = torch.cat(ids, -1)
-    source = source_ids[b, 0, k] if crosses else source_ids[b, slot // n_rows, k]
-    return _EdgeRun(b, source, slots.node_id[b, slot], value[b, slot, k])
+    values = [
+        torch.einsum("rbsd,bskd->bsrk", grad, source.direction).mul_(source.weight[:, :, None])
+        for source, grad in zip(group, grads, strict=True)
+    ]
+    if crosses:  # per source: no concatenated copy, since crossing runs get sorted anyway
+        runs = [
+            _kept(value, source.node_id, source.valid, slots, pair.causal, attr_threshold)
+            for pair, source, value in zip(pairs, group, values, strict=True)
+        ]
+        return _cat_runs(runs)
+    return _kept(
+        values[0] if len(values) == 1 else torch.cat(values, -1),
+        torch.cat([source.node_id for source in group], -1),
+        torch.cat([source.valid for source in group], -1),
+        slots,
+        False,
+        attr_threshold,
+    )
 
 
-def _in_range(pos: Int[Tensor, "batch rows"], seq: int, causal: bool) -> Tensor:
-    """[batch, rows, seq]: the source positions a position-crossing row may read: those at or
-    before its target's position (causal pairs, the original's rule), else all."""
-    if not causal:
-        return (pos >= 0)[..., None].expand(*pos.shape, seq)
-    return torch.arange(seq, device=pos.device) <= pos[..., None]
+def _kept(
+    value: Float[Tensor, "batch seq rows K"],
+    source_id: Int[Tensor, "batch seq K"],
+    source_valid: Bool[Tensor, "batch seq K"],
+    slots: _Slots,
+    causal: bool,
+    attr_threshold: float,
+) -> _EdgeRun:
+    """The edges among `value` whose magnitude reaches the threshold; slots per row (crossing
+    positions) or per position and row."""
+    batch, seq, n_rows, _ = value.shape
+    crosses = slots.node_id.shape[1] == n_rows
+    keep = value.abs() >= attr_threshold
+    if attr_threshold <= 0:
+        target_ok = slots.node_id.view(batch, -1, n_rows) >= 0  # [batch, 1 or seq, rows]
+        if crosses and causal:
+            positions = torch.arange(seq, device=value.device)[None, :, None]
+            target_ok = target_ok & (positions <= slots.pos.view(batch, 1, n_rows))
+        keep &= target_ok[..., None] & source_valid[:, :, None, :]
+    b, s, r, k = keep.nonzero(as_tuple=True)
+    target = slots.node_id[b, r] if crosses else slots.node_id[b, s * n_rows + r]
+    return _EdgeRun(b, source_id[b, s, k], target, value[b, s, r, k])
 
 
-def _merge(runs: list[_EdgeRun], n_nodes: int) -> _EdgeRun:
-    """One run sorted by (prompt, target, source) from runs that are each sorted."""
+def _cat_runs(runs: list[_EdgeRun]) -> _EdgeRun:
     if len(runs) == 1:
         return runs[0]
-    run = _EdgeRun(
+    return _EdgeRun(
         torch.cat([r.prompt for r in runs]),
         torch.cat([r.source for r in runs]),
         torch.cat([r.target for r in runs]),
         torch.cat([r.value for r in runs]),
     )
+
+
+def _merge(runs: list[_EdgeRun], n_nodes: int) -> _EdgeRun:
+    """One run sorted by (prompt, target, source)."""
+    run = _cat_runs(runs)
     stride = n_nodes + 1
     key = (run.prompt * stride + run.target) * stride + run.source
     if bool((key[1:] < key[:-1]).any()):
@@ -544,10 +573,12 @@ def _edges_by_prompt(
         empty = np.zeros(0, dtype=np.int32)
         return empty, empty, empty.astype(np.float32), [0] * (batch + 1)
     prompt = torch.cat([run.prompt for run in edges])
-    order = torch.sort(prompt, stable=True).indices
-    source = torch.cat([run.source.to(torch.int32) for run in edges])[order]
-    target = torch.cat([run.target.to(torch.int32) for run in edges])[order]
-    value = torch.cat([run.value.float() for run in edges])[order]
+    source = torch.cat([run.source.to(torch.int32) for run in edges])
+    target = torch.cat([run.target.to(torch.int32) for run in edges])
+    value = torch.cat([run.value.float() for run in edges])
+    if batch > 1:
+        order = torch.sort(prompt, stable=True).indices
+        source, target, value = source[order], target[order], value[order]
     counts = torch.bincount(prompt, minlength=batch).cumsum(0).tolist()
     return _to_host(source), _to_host(target), _to_host(value), [0, *counts]
 
