@@ -278,3 +278,22 @@ def test_wheel_zooms_and_drag_pans(page: Page, app_url: str) -> None:
     expect(page.get_by_test_id("pinned-item")).to_have_count(0)  # a drag is not a click
     page.get_by_test_id("reset-view").click()
     assert shown_nodes(page)[0]["x"] == pytest.approx(before[0]["x"], abs=1)
+
+
+def test_a_fitted_view_refits_on_resize_a_moved_one_stays(page: Page, app_url: str) -> None:
+    page.set_viewport_size({"width": 1000, "height": 700})
+    open_app(page, app_url, "?prompt=1")
+    before = spread(shown_nodes(page))
+    page.set_viewport_size({"width": 1600, "height": 1000})
+    page.wait_for_timeout(300)
+    wider = spread(shown_nodes(page))
+    assert wider > 1.2 * before  # still a fit, so the graph grew with the window
+    box = page.get_by_test_id("graph-canvas").bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.5)
+    page.mouse.wheel(0, -400)
+    page.wait_for_timeout(300)
+    zoomed = shown_nodes(page)
+    page.set_viewport_size({"width": 1300, "height": 900})
+    page.wait_for_timeout(300)
+    assert spread(shown_nodes(page)) == pytest.approx(spread(zoomed), abs=1)  # view kept

@@ -60,6 +60,8 @@ export class GraphRenderer {
   private drag: { x: number; y: number; view: View; moved: boolean } | null = null;
   private cssWidth = 0;
   private cssHeight = 0;
+  /** Whether the view is still a fit (no pan or zoom since): resizing then fits again. */
+  private fitted = true;
 
   constructor(
     readonly canvas: HTMLCanvasElement,
@@ -108,6 +110,7 @@ export class GraphRenderer {
         ty: PAD + (height - layout.height * scale) / 2,
       };
     }
+    this.fitted = true;
     if (draw) this.drawFull();
   }
 
@@ -157,7 +160,7 @@ export class GraphRenderer {
     const first = this.canvas.width <= 300 && !this.baseView;
     this.canvas.width = this.base.width = width;
     this.canvas.height = this.base.height = height;
-    if (first) this.fit(false);
+    if (first || this.fitted) this.fit(false);
     this.drawFull();
   }
 
@@ -372,6 +375,7 @@ export class GraphRenderer {
       if (!drag.moved && Math.hypot(dx, dy) < 4) return;
       drag.moved = true;
       this.view = { scale: drag.view.scale, tx: drag.view.tx + dx, ty: drag.view.ty + dy };
+      this.fitted = false;
       this.canvas.style.cursor = "grabbing";
       this.requestFrame();
       return;
@@ -406,6 +410,7 @@ export class GraphRenderer {
     const scale = clamp(this.view.scale * factor, MIN_SCALE, MAX_SCALE);
     const ratio = scale / this.view.scale;
     this.view = { scale, tx: mx - (mx - this.view.tx) * ratio, ty: my - (my - this.view.ty) * ratio };
+    this.fitted = false;
     this.requestFrame();
   };
 }
