@@ -17,6 +17,11 @@ once (the Jacobian is position-diagonal, so position s of the gradient belongs t
 at s): rows = the most alive units at any one position. For sources that mix positions (k/v ->
 o), one row seeds one alive (position, component) unit per prompt. Prompts of a batch share rows.
 Rows are chunked so each chunk's tensors stay within `chunk_bytes`.
+
+Prefixes. A row of a position-crossing pair reaches back only to its target's position when
+the pairs are causal, and attention's backward costs grow with the square of the length, so
+those targets go in blocks of positions, each over a forward of just the prefix that holds it
+(checked against the full forward: a model that is not causal elsewhere gets one block).
 """
 
 from __future__ import annotations
