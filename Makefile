@@ -9,7 +9,7 @@ FRONTEND_STAMP := $(FRONTEND)/dist/.built
 FRONTEND_SOURCES := $(shell find $(FRONTEND)/src -type f) $(FRONTEND)/index.html \
 	$(FRONTEND)/vite.config.ts $(FRONTEND)/tsconfig.json
 
-.PHONY: install demo test test-fast lint bench services browser frontend frontend-types clean
+.PHONY: install demo test test-fast lint bench gpu-check services browser frontend frontend-types clean
 
 install: $(STAMP) $(FRONTEND_STAMP)
 
@@ -63,6 +63,12 @@ lint: install
 
 bench: install browser
 	$(PY) -m benchmarks
+
+# On a CUDA machine: the attribution tests on the GPU, then the GPU compute figures. Run it with a
+# CUDA build of torch in the environment (PY=python3 make gpu-check with the project on PYTHONPATH).
+gpu-check:
+	LOCATTR_TEST_DEVICE=cuda $(PY) -m pytest -q -p no:cacheprovider tests/compute/test_attributions.py
+	$(PY) -m benchmarks.bench_compute --skip-speedup --skip-real --gpu-prompts 96 --gpu-batch 16
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis $(FRONTEND)/node_modules $(FRONTEND)/dist
