@@ -2,6 +2,7 @@
 
 import http.client
 import json
+import sqlite3
 import time
 from pathlib import Path
 
@@ -86,6 +87,12 @@ def test_search(client: httpx.Client) -> None:
         "/api/search", params={"components": f"{A},h.9.mlp:1", "mode": "any"}
     ).json()
     assert unknown["unknown_components"] == ["h.9.mlp:1"] and unknown["count"] == 2
+
+
+@pytest.mark.parametrize("key", ["interrupted", "statement timeout", "h.0.mlp.c_fc:interrupted"])
+def test_bad_keys_that_read_like_timeouts_are_a_422(client: httpx.Client, key: str) -> None:
+    response = client.get("/api/search", params={"components": key})
+    assert response.status_code == 422 and response.json()["error"] == "malformed_component_key"
 
 
 def test_search_filters(client: httpx.Client) -> None:
@@ -220,6 +227,22 @@ def test_gzip_for_large_responses(client: httpx.Client) -> None:
 
 
 @pytest.mark.parametrize(
+    "params",
+    [
+        {"components": f"{A},{B}"},
+        {"components": f"{A},h.9.mlp:1", "mode": "any", "limit": 1},
+        {"components": f"{A},{B}", "min_ci": 0.5, "same_position": "true"},
+        {"components": "h.9.mlp:1"},
+    ],
+)
+def test_search_body_is_exactly_its_schema(client: httpx.Client, params: dict[str, str]) -> None:
+    """The search body is built by hand for speed: no field missing, extra or mistyped."""
+    response = client.get("/api/search", params=params)
+    parsed = schemas.SearchResults.model_validate_json(response.content, strict=True)
+    assert parsed.model_dump(mode="json") == response.json()
+
+
+@pytest.mark.parametrize(
     "query", ["/api/prompt/1", "/api/prompt/1?top_k=1&normalize=l2_target", "/api/prompt/3"]
 )
 def test_graph_body_is_exactly_its_schema(client: httpx.Client, query: str) -> None:
@@ -227,3 +250,23 @@ def test_graph_body_is_exactly_its_schema(client: httpx.Client, query: str) -> N
     response = client.get(query)
     parsed = schemas.PromptGraph.model_validate_json(response.content, strict=True)
     assert parsed.model_dump(mode="json") == response.json()
+
+
+def test_a_damaged_graph_blob_is_a_clear_error(tmp_path: Path) -> None:
+    """A blob that fails its checks answers with the codec's message, not a traceback."""
+    path = tmp_path / "served.db"
+    with LocalAttrDB(path) as db:
+        fill(db)
+    connection = sqlite3.connect(path)
+    damaged = bytearray(connection.execute("SELECT graph FROM prompts WHERE id = 1").fetchone()[0])
+    damaged[-5] ^= 0x55  # inside the last column's zstd frame, before its checksum
+    with connection:
+        connection.execute("UPDATE prompts SET graph = ? WHERE id = 1", (bytes(damaged),))
+    connection.close()
+    with running_server(Settings(db=str(path))) as url, httpx.Client(base_url=url) as client:
+        response = client.get("/api/prompt/1")
+        body = response.json()
+        assert body["error"] == "corrupt_graph" and body["detail"].startswith(
+            "corrupt graph blob: edge_value frame:"
+        )
+        assert client.get("/api/prompt/2").status_code == 200

@@ -71,3 +71,51 @@ def test_prune_matches_the_reference(normalize: Normalize) -> None:
         assert pruned.n_edges_dropped == graph.n_edges - len(expected)
         touched = {n for s, t, _ in expected for n in (s, t)}
         assert sorted(node_key.index(k) for k in kept_key) == sorted(touched)
+
+
+@pytest.mark.parametrize(
+    "values", ["distinct", "rounded", "equal", "periodic", "sampled strongest", "some NaN"]
+)
+def test_top_k_of_many_edges_matches_a_full_sort(values: str) -> None:
+    """Enough edges for the sampled cut: the same edges as a full sort by (-|value|, index)."""
+    rng = np.random.default_rng(11)
+    n_nodes, n_edges = 500, 300_000
+    value = rng.standard_normal(n_edges).astype(np.float32)
+    match values:
+        case "rounded":
+            value = np.round(value, 1)
+        case "equal":
+            value = np.full(n_edges, -0.5, np.float32)
+        case "periodic":  # every 16th edge (the sampled ones) is the weakest
+            value = np.tile(np.arange(16, dtype=np.float32), n_edges // 16)
+        case "sampled strongest":  # the guessed cut keeps too few: the exact search runs
+            value = rng.random(n_edges).astype(np.float32) / 10
+            value[: 16 * 600 : 16] = 10 + rng.random(600)
+        case "some NaN":
+            value[rng.random(n_edges) < 0.01] = np.nan
+    graph = Graph(
+        layers=("a",),
+        node_layer=np.zeros(n_nodes),
+        node_pos=np.arange(n_nodes),  # a node's position is its stored index
+        node_component=np.zeros(n_nodes),
+        node_ci=np.ones(n_nodes),
+        edge_source=rng.integers(0, n_nodes, n_edges),
+        edge_target=rng.integers(0, n_nodes, n_edges),
+        edge_value=value,
+    )
+    valid = np.flatnonzero(~np.isnan(value))
+    for top_k in (1, 1000, 4000):
+        expected = valid[np.lexsort((valid, -np.abs(value[valid])))][:top_k]
+        kept = prune_graph(graph, top_k=top_k).graph
+        np.testing.assert_array_equal(kept.node_pos[kept.edge_source], graph.edge_source[expected])
+        np.testing.assert_array_equal(kept.node_pos[kept.edge_target], graph.edge_target[expected])
+        np.testing.assert_array_equal(kept.edge_value, value[expected])
+
+
+def test_nan_values_are_never_kept() -> None:
+    graph = Graph.from_records(
+        [("a", 0, 0, 1.0), ("b", 0, 0, 1.0)],
+        [("a", 0, 0, "b", 0, 0, float("nan")), ("a", 0, 0, "b", 0, 0, 0.5)],
+    )
+    assert prune_graph(graph, top_k=5).graph.edge_value.tolist() == [0.5]
+    assert prune_graph(graph, top_k=1).graph.edge_value.tolist() == [0.5]

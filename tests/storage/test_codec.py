@@ -1,13 +1,26 @@
 import struct
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+import orjson
 import pytest
+import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from locattr.graph import Graph
-from locattr.storage.codec import GraphCodecError, ValueDtype, decode_graph, encode_graph
+from locattr.storage.codec import (
+    _THREADED_BYTES,
+    COLUMNS,
+    FORMAT_VERSION,
+    GraphCodecError,
+    ValueDtype,
+    decode_graph,
+    encode_graph,
+)
+from tests.storage.v1_blobs import WRITTEN_BY_V1, WRITTEN_GRAPH, encode_v1
 
 
 @st.composite
@@ -106,12 +119,13 @@ def test_damaged_blobs_raise_codec_errors(mangle, message: str) -> None:  # type
         decode_graph(mangle(encode_graph(graph)))
 
 
-def test_header_counts_must_match_body() -> None:
+@pytest.mark.parametrize(("encode", "message"), [(encode_v1, "shorter"), (encode_graph, "says")])
+def test_header_counts_must_match_body(encode: Callable[[Graph], bytes], message: str) -> None:
     graph = Graph.from_records([("a", 0, 1, 0.5)], [])
-    blob = encode_graph(graph)
+    blob = encode(graph)
     header_len = struct.unpack_from("<I", blob, 8)[0]
     header = blob[12 : 12 + header_len].replace(b'"n_nodes":1', b'"n_nodes":2')
-    with pytest.raises(GraphCodecError, match="shorter"):
+    with pytest.raises(GraphCodecError, match=message):
         decode_graph(blob[:8] + struct.pack("<I", len(header)) + header + blob[12 + header_len :])
 
 
@@ -125,3 +139,206 @@ def test_records_view_matches_arrays() -> None:
     assert (edge.source_layer, edge.target_component, edge.value) == ("a", 2, -3.0)
     arrays = decoded.edge_arrays()
     assert arrays["target_layer"].tolist() == ["b"] and arrays["value"].tolist() == [-3.0]
+
+
+def test_writes_format_2() -> None:
+    assert FORMAT_VERSION == 2 and encode_graph(Graph.empty())[4] == 2
+
+
+@settings(max_examples=100, deadline=None)
+@given(graphs(), st.sampled_from(ValueDtype))
+def test_format_1_blobs_still_decode(graph: Graph, value_dtype: ValueDtype) -> None:
+    if value_dtype is ValueDtype.FLOAT16:
+        in_range = np.clip(np.nan_to_num(graph.edge_value), -6e4, 6e4)
+        graph = Graph(**{**graph.__dict__, "edge_value": in_range})
+    decoded = decode_graph(encode_v1(graph, value_dtype))
+    assert_columns_equal(graph, decoded)
+    np.testing.assert_array_equal(
+        decoded.edge_value, graph.edge_value.astype(value_dtype.numpy).astype(np.float32)
+    )
+
+
+@pytest.mark.parametrize("value_dtype", list(ValueDtype))
+def test_blobs_written_by_format_1_decode(value_dtype: ValueDtype) -> None:
+    assert encode_v1(WRITTEN_GRAPH) == WRITTEN_BY_V1[ValueDtype.FLOAT32]  # a faithful writer
+    decoded = decode_graph(WRITTEN_BY_V1[value_dtype])
+    assert decoded.same_as(WRITTEN_GRAPH)
+    assert decoded.edges == WRITTEN_GRAPH.edges and decoded.nodes == WRITTEN_GRAPH.nodes
+
+
+@pytest.mark.parametrize("encode", [encode_graph, encode_v1])
+@pytest.mark.parametrize("value_dtype", list(ValueDtype))
+def test_empty_graph_round_trip(encode: Callable[..., bytes], value_dtype: ValueDtype) -> None:
+    for graph in (Graph.empty(), Graph.from_records([("a", 3, 1, 0.5)], [])):
+        decoded = decode_graph(encode(graph, value_dtype=value_dtype))
+        assert_columns_equal(graph, decoded)
+        assert decoded.n_edges == 0 and decoded.edge_value.dtype == np.float32
+
+
+def big_graph(n_nodes: int = 3000, n_edges: int = 400_000, *, sort: bool = True) -> Graph:
+    """Enough edges (>= 1 MB of values) for the values to decode on a second thread."""
+    rng = np.random.default_rng(3)
+    graph = Graph(
+        layers=("a", "b"),
+        node_layer=np.repeat([0, 1], n_nodes // 2),
+        node_pos=np.tile(np.arange(n_nodes // 2), 2),
+        node_component=np.zeros(n_nodes),
+        node_ci=rng.random(n_nodes),
+        edge_source=rng.integers(0, n_nodes // 2, n_edges),
+        edge_target=rng.integers(n_nodes // 2, n_nodes, n_edges),
+        edge_value=rng.standard_normal(n_edges) * 10.0 ** rng.uniform(-4, 0, n_edges),
+    )
+    return graph.canonical() if sort else graph
+
+
+@pytest.mark.parametrize("value_dtype", list(ValueDtype))
+@pytest.mark.parametrize("sort", [True, False])
+def test_big_graph_round_trip(value_dtype: ValueDtype, sort: bool) -> None:
+    graph = big_graph(sort=sort)
+    blob = encode_graph(graph, value_dtype=value_dtype)
+    assert columns_of(blob)[0]["columns"][4][0] == ("runs" if sort else "delta")
+    decoded = decode_graph(blob)
+    assert_columns_equal(graph, decoded)
+    np.testing.assert_array_equal(
+        decoded.edge_value, graph.edge_value.astype(value_dtype.numpy).astype(np.float32)
+    )
+
+
+def test_columns_compressed_on_several_threads_round_trip() -> None:
+    """Columns of 8 MB and more are compressed by zstd's worker threads: their frames too must
+    carry their content size."""
+    graph = big_graph(n_edges=_THREADED_BYTES // 4 + 1)
+    assert_columns_equal(graph, decode_graph(encode_graph(graph)))
+
+
+def test_integer_columns_are_stored_narrow_when_they_fit() -> None:
+    graph = Graph(
+        layers=("a",),
+        node_layer=np.array([0, 0, 0]),
+        node_pos=np.array([-5, 0, 2**30]),  # negative or large: stored in its own width
+        node_component=np.array([7, 300, 65535]),
+        node_ci=np.array([0.5, 0.25, 1.0]),
+        edge_source=np.array([0, 1]),
+        edge_target=np.array([2, 1]),  # not sorted: delta-encoded
+        edge_value=np.array([1.0, -2.0]),
+    )
+    blob = encode_graph(graph)
+    stored = {
+        name: spec[1] for name, spec in zip(COLUMNS, columns_of(blob)[0]["columns"], strict=True)
+    }
+    assert stored == {
+        "node_layer": "|u1",
+        "node_pos": "<i4",
+        "node_component": "<u2",
+        "node_ci": "<f4",
+        "edge_target": "|u1",
+        "edge_source": "|u1",
+        "edge_value": "<f4",
+    }
+    assert_columns_equal(graph, decode_graph(blob))
+
+
+def columns_of(blob: bytes) -> tuple[dict[str, Any], list[bytes]]:
+    """A format-2 blob's header and its column frames."""
+    header_len = struct.unpack_from("<I", blob, 8)[0]
+    header = orjson.loads(blob[12 : 12 + header_len])
+    frames, offset = [], 12 + header_len
+    for _, _, size in header["columns"]:
+        frames.append(blob[offset : offset + size])
+        offset += size
+    return header, frames
+
+
+def rebuilt(blob: bytes, header: dict[str, Any], frames: list[bytes]) -> bytes:
+    encoded = orjson.dumps(header)
+    return blob[:8] + struct.pack("<I", len(encoded)) + encoded + b"".join(frames)
+
+
+Damage = Callable[[dict[str, Any], list[bytes]], object]
+
+
+def set_column(index: int, entry: list[Any]) -> Damage:
+    def change(header: dict[str, Any], _: list[bytes]) -> None:
+        header["columns"][index] = entry
+
+    return change
+
+
+def edit_frame(index: int, edit: Callable[[bytes], bytes], *, keep_size: bool = False) -> Damage:
+    def change(header: dict[str, Any], frames: list[bytes]) -> None:
+        frames[index] = edit(frames[index])
+        if not keep_size:
+            header["columns"][index][2] = len(frames[index])
+
+    return change
+
+
+def frame_of(data: bytes) -> bytes:
+    return zstandard.ZstdCompressor(write_checksum=True).compress(data)
+
+
+def flip_byte(frame: bytes) -> bytes:
+    return frame[:-5] + bytes([frame[-5] ^ 0x55]) + frame[-4:]
+
+
+SMALL = Graph.from_records([("a", 0, 1, 0.5), ("b", 1, 2, 0.25)], [("a", 0, 1, "b", 1, 2, -3.0)])
+
+
+@pytest.mark.parametrize("big", [False, True])
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (edit_frame(6, flip_byte, keep_size=True), "edge_value frame: .*"),
+        (edit_frame(5, flip_byte, keep_size=True), "edge_source frame: .*"),
+        (edit_frame(6, lambda f: f[:-7], keep_size=True), "edge_value frame truncated"),
+        (edit_frame(6, lambda f: f[:-7]), "edge_value frame: .*"),
+        (edit_frame(0, lambda f: f + b"xx", keep_size=True), "2 bytes after the last column"),
+        (edit_frame(0, lambda f: f + b"xx"), "node_layer frame: .*unused data"),
+        (edit_frame(3, lambda f: b"not a frame"), "node_ci frame: .*content size"),
+        (edit_frame(1, lambda f: frame_of(b"")), "node_pos frame holds 0 bytes, header says"),
+        (edit_frame(4, lambda f: frame_of(bytes(3))), "edge_target frame holds 3 bytes"),
+        (set_column(3, ["delta", "<f4", 0]), "node_ci cannot be stored as 'delta'"),
+        (set_column(6, ["plain", "<f2", 0]), "edge_value cannot be stored as 'plain' '<f2'"),
+        (set_column(5, ["runs", "<i4", 0]), "edge_source cannot be stored as 'runs'"),
+        (set_column(2, ["zigzag", "<i4", 0]), "node_component cannot be stored as 'zigzag'"),
+        (set_column(2, ["delta", "<i8", 0]), "node_component cannot be stored as 'delta' '<i8'"),
+        (set_column(0, ["delta", "<u2", 0]), "node_layer cannot be stored as 'delta' '<u2'"),
+        (set_column(2, ["delta", "O", 0]), "node_component cannot be stored as 'delta' 'O'"),
+        (set_column(2, ["delta", "not a dtype", 0]), "data type 'not a dtype' not understood"),
+        (set_column(2, ["delta", "<i4", -1]), "bad node_component column entry"),
+        (set_column(2, ["delta", "<i4"]), "bad node_component column entry"),
+        (lambda header, _: header["columns"].pop(), "wrong number of columns"),
+        (lambda header, _: header.update(columns="x"), "wrong number of columns"),
+        (lambda header, _: header.pop("columns"), "'columns'"),
+        (lambda header, _: header.update(n_edges=-1), "node and edge counts must be >= 0"),
+        (lambda header, _: header.update(layers="ab"), "layers must be a list"),
+    ],
+)
+def test_damaged_format_2_blobs_say_what_is_wrong(damage: Damage, message: str, big: bool) -> None:
+    blob = encode_graph(big_graph() if big else SMALL)
+    header, frames = columns_of(blob)
+    damage(header, frames)
+    with pytest.raises(GraphCodecError, match=f"^corrupt graph blob: {message}"):
+        decode_graph(rebuilt(blob, header, frames))
+
+
+@pytest.mark.parametrize(
+    ("counts", "message"), [([0, 2], "runs do not add up"), ([2, -1], "negative edge_target run")]
+)
+def test_runs_must_account_for_every_edge(counts: list[int], message: str) -> None:
+    blob = encode_graph(SMALL)
+    header, frames = columns_of(blob)
+    assert header["columns"][4][0] == "runs"
+    frames[4] = frame_of(np.array(counts, "<i4").view(np.uint8).reshape(2, 4).T.tobytes())
+    header["columns"][4][2] = len(frames[4])
+    with pytest.raises(GraphCodecError, match=message):
+        decode_graph(rebuilt(blob, header, frames))
+
+
+def test_decoded_endpoints_are_checked() -> None:
+    blob = encode_graph(SMALL)
+    header, frames = columns_of(blob)
+    frames[5] = frame_of(bytes([9]))  # edge 0 from node 9 of 2
+    header["columns"][5] = ["delta", "|u1", len(frames[5])]
+    with pytest.raises(GraphCodecError, match="outside the node table"):
+        decode_graph(rebuilt(blob, header, frames))

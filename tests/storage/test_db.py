@@ -11,6 +11,7 @@ from locattr.storage import (
     DatabaseError,
     PromptRecord,
     QueryError,
+    reads,
 )
 from locattr.storage.index_rows import index_rows
 from tests.graphs import LAYERS, random_record
@@ -156,6 +157,8 @@ def test_search_min_ci_and_same_position(layered: LocalAttrDB) -> None:
     assert rest.prompt_ids == [3] and rest.next_cursor is None and rest.total == 2
     with pytest.raises(QueryError, match="same_position"):
         layered.find_prompts_with_components([a, b], require_all=False, same_position=True)
+    with pytest.raises(QueryError, match="min_ci must be a finite number"):
+        layered.find_prompts_with_components([a, b], min_ci=float("nan"))
 
 
 def test_search_bad_input(layered: LocalAttrDB) -> None:
@@ -250,3 +253,29 @@ def test_readonly_database_refuses_writes(db_url: str) -> None:
             connection.exec_driver_sql("DELETE FROM prompts")
     with LocalAttrDB(db_url, readonly=True) as reader:
         assert reader.get_prompt_count() == 1
+
+
+@pytest.mark.parametrize("n_components", [3, 25_000])  # an IN list, and an id range
+def test_component_mean_ci_of_a_graph(db: LocalAttrDB, n_components: int) -> None:
+    db.register_layers({"h.0.mlp.c_fc": 30_000, "h.1.mlp.c_fc": 8})
+    db.set_activation_contexts(
+        {
+            "h.0.mlp.c_fc:1": {"mean_ci": 0.25},
+            "h.0.mlp.c_fc:29999": {"mean_ci": 0.5},  # inside the id range, not in the graph
+            "h.1.mlp.c_fc:2": {"mean_ci": 0.125},
+        }
+    )
+    components = np.arange(n_components)
+    graph = Graph(
+        layers=("wte", "h.1.mlp.c_fc", "h.0.mlp.c_fc"),  # not in the database's layer order
+        node_layer=np.concatenate([[0, 1, 1], np.full(n_components, 2)]),
+        node_pos=np.concatenate([[0, 0, 1], components % 32]),
+        node_component=np.concatenate([[2, 2, 2], components]),
+        node_ci=np.ones(n_components + 3),
+        edge_source=np.zeros(0),
+        edge_target=np.zeros(0),
+        edge_value=np.zeros(0),
+    )
+    with db.engine.connect() as connection:
+        found = reads.component_mean_ci(connection, reads.LayerCache(), graph)
+    assert found == {"h.0.mlp.c_fc:1": 0.25, "h.1.mlp.c_fc:2": 0.125}

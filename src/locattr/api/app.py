@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from locattr import __version__
 from locattr.api.database import Database
 from locattr.api.errors import install_error_handlers
+from locattr.api.memory import keep_freed_memory
 from locattr.api.routers import components, meta, prompts, search
 from locattr.api.settings import Settings
 
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = Database.open(configured.db, configured.query_timeout_s)
         app.state.database = database
+        keep_freed_memory()
         # Everything built so far lives as long as the server: keep it out of full garbage
         # collections, which otherwise stall a request for tens of milliseconds now and then.
         gc.freeze()

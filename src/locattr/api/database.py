@@ -74,7 +74,8 @@ class Database:
                     return await connection.run_sync(read)
             return await anyio.to_thread.run_sync(self._run_sqlite, read, limiter=self.readers)
         except Exception as error:  # the driver's own error type when raised from its cursor
-            if _is_timeout(error):
+            # Our own errors quote the request (a key named "interrupted"): never a timeout.
+            if not isinstance(error, LocattrError) and _is_timeout(error):
                 raise QueryTimeoutError(
                     f"the query took longer than {self.timeout_s:g} s; ask for fewer components "
                     "or a smaller page"

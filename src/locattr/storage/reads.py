@@ -151,7 +151,7 @@ def search(
         )
     page = rows[:limit]
     details = (
-        connection.execute(queries.page_matches(spec, [row[0] for row in page])).all()
+        connection.exec_driver_sql(queries.page_matches(spec, [row[0] for row in page])).all()
         if page
         else []
     )
@@ -187,9 +187,16 @@ def _page_details(
     rows: Sequence[Any], key_of: Mapping[int, str]
 ) -> tuple[dict[int, dict[str, ComponentMatch]], dict[int, list[str]]]:
     """Rows of `queries.page_matches` -> matches by prompt and key, tokens by prompt."""
-    tokens_of = {prompt_id: tokens for prompt_id, *_, tokens in rows}  # the same on every row
-    tokens = {prompt_id: orjson.loads(text) for prompt_id, text in tokens_of.items()}
-    return _group_matches([row[:4] for row in rows], key_of), tokens
+    matches: dict[int, dict[str, ComponentMatch]] = {}
+    tokens: dict[int, list[str]] = {}
+    for prompt_id, component_id, max_ci, positions, tokens_json in rows:
+        if prompt_id not in tokens:  # the same tokens on every row of a prompt
+            tokens[prompt_id] = orjson.loads(tokens_json)
+            matches[prompt_id] = {}
+        matches[prompt_id][key_of[component_id]] = ComponentMatch(
+            max_ci=max_ci, positions=decode_positions(positions)
+        )
+    return matches, tokens
 
 
 def _same_position_ranking(
@@ -232,13 +239,33 @@ def component_mean_ci(connection: Connection, layers: LayerCache, graph: Graph) 
     slots = layers.slots(connection)
     first = np.array([slots[n].first_component_id if n in slots else -1 for n in graph.layers])
     node_first = first[graph.node_layer]
-    decomposed = node_first >= 0  # pseudo-layers (wte, output) have no component rows
-    ids = np.unique(node_first[decomposed] + graph.node_component[decomposed]).tolist()
-    if not ids:
+    decomposed = np.flatnonzero(node_first >= 0)  # pseudo-layers (wte, output) have no rows
+    node_ids = node_first[decomposed] + graph.node_component[decomposed]
+    ids, first_node = np.unique(node_ids, return_index=True)
+    if not len(ids):
         return {}
-    rows = connection.execute(queries.component_mean_ci(ids)).all()
-    present = set(ids)
-    return {layers.key_of(connection, cid): value for cid, value in rows if cid in present}
+    statement = queries.component_mean_ci(ids.tolist())
+    rows = (
+        connection.exec_driver_sql(statement)
+        if isinstance(statement, str)
+        else connection.execute(statement)
+    ).all()
+    if not rows:
+        return {}
+    found, values = zip(*rows, strict=True)
+    where = np.searchsorted(ids, found)
+    present = where < len(ids)
+    present[present] = ids[where[present]] == np.asarray(found)[present]
+    nodes = decomposed[first_node[where[present]]]
+    return {
+        f"{graph.layers[layer]}:{component}": value
+        for layer, component, value in zip(
+            graph.node_layer[nodes].tolist(),
+            graph.node_component[nodes].tolist(),
+            np.asarray(values, dtype=np.float64)[present].tolist(),
+            strict=True,
+        )
+    }
 
 
 def cofiring_components(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+import orjson
+from fastapi import APIRouter, Query, Response
 from sqlalchemy import Connection
 
 from locattr.api import schemas
@@ -12,7 +13,7 @@ from locattr.api.deps import DatabaseDep
 from locattr.api.errors import ERROR_RESPONSES
 from locattr.api.routers.prompts import CursorParam, LimitParam
 from locattr.api.settings import MAX_QUERY_CHARS
-from locattr.storage import reads
+from locattr.storage import SearchPage, reads
 from locattr.storage.queries import QueryError
 
 router = APIRouter(prefix="/api", tags=["search"], responses=ERROR_RESPONSES)
@@ -43,7 +44,7 @@ async def search_prompts(
     ] = False,
     limit: LimitParam = 50,
     cursor: CursorParam = None,
-) -> schemas.SearchResults:
+) -> Response:
     """Ranked prompts: score = sum of the queried components' max CI in the prompt."""
     keys = [key.strip() for key in components.split(",") if key.strip()]
     if not keys:
@@ -51,7 +52,7 @@ async def search_prompts(
     if len(keys) > MAX_SEARCH_KEYS:
         raise QueryError(f"at most {MAX_SEARCH_KEYS} components per search, got {len(keys)}")
 
-    def read(sync_connection: Connection) -> schemas.SearchResults:
+    def read(sync_connection: Connection) -> Response:
         page = reads.search(
             sync_connection,
             database.layers,
@@ -62,28 +63,33 @@ async def search_prompts(
             min_ci=min_ci,
             same_position=same_position,
         )
-        # Validated from plain dicts in one call: pydantic's core builds the nested models.
-        return schemas.SearchResults.model_validate(
-            {
-                "query": list(dict.fromkeys(keys)),
-                "mode": mode,
-                "count": page.total,
-                "results": [
-                    {
-                        "id": hit.prompt_id,
-                        "score": hit.score,
-                        "preview": hit.preview,
-                        "tokens": hit.tokens,
-                        "matches": {
-                            key: {"max_ci": match.max_ci, "positions": match.positions}
-                            for key, match in hit.matches.items()
-                        },
-                    }
-                    for hit in page.hits
-                ],
-                "next_cursor": page.next_cursor,
-                "unknown_components": page.unknown_keys,
-            }
-        )
+        return search_body(list(dict.fromkeys(keys)), mode, page)
 
     return await database.run(read)
+
+
+def search_body(query: list[str], mode: str, page: SearchPage) -> Response:
+    """The `schemas.SearchResults` body, built as plain lists and dicts and serialised by
+    orjson: validating and serialising it through the model cost about 1 ms of a 7 ms search.
+    The tests check that this body validates as `schemas.SearchResults` field for field."""
+    body = {
+        "query": query,
+        "mode": mode,
+        "count": page.total,
+        "results": [
+            {
+                "id": hit.prompt_id,
+                "score": hit.score,
+                "preview": hit.preview,
+                "tokens": hit.tokens,
+                "matches": {
+                    key: {"max_ci": match.max_ci, "positions": match.positions}
+                    for key, match in hit.matches.items()
+                },
+            }
+            for hit in page.hits
+        ],
+        "next_cursor": page.next_cursor,
+        "unknown_components": page.unknown_keys,
+    }
+    return Response(orjson.dumps(body), media_type="application/json")
