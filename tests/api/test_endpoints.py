@@ -266,6 +266,7 @@ def test_a_damaged_graph_blob_is_a_clear_error(tmp_path: Path) -> None:
     with running_server(Settings(db=str(path))) as url, httpx.Client(base_url=url) as client:
         response = client.get("/api/prompt/1")
         body = response.json()
+        assert response.status_code == 503  # the stored data, not the request, is at fault
         assert body["error"] == "corrupt_graph" and body["detail"].startswith(
             "corrupt graph blob: edge_value frame:"
         )

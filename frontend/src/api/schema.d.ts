@@ -618,7 +618,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The query timed out or the database is unusable. */
+            /** @description The query timed out, or the database or a stored graph is unusable. */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -665,7 +665,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The query timed out or the database is unusable. */
+            /** @description The query timed out, or the database or a stored graph is unusable. */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -712,7 +712,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The query timed out or the database is unusable. */
+            /** @description The query timed out, or the database or a stored graph is unusable. */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -764,7 +764,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The query timed out or the database is unusable. */
+            /** @description The query timed out, or the database or a stored graph is unusable. */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -822,7 +822,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The query timed out or the database is unusable. */
+            /** @description The query timed out, or the database or a stored graph is unusable. */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -882,7 +882,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The query timed out or the database is unusable. */
+            /** @description The query timed out, or the database or a stored graph is unusable. */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -936,7 +936,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The query timed out or the database is unusable. */
+            /** @description The query timed out, or the database or a stored graph is unusable. */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -989,7 +989,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The query timed out or the database is unusable. */
+            /** @description The query timed out, or the database or a stored graph is unusable. */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1043,7 +1043,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The query timed out or the database is unusable. */
+            /** @description The query timed out, or the database or a stored graph is unusable. */
             503: {
                 headers: {
                     [name: string]: unknown;

@@ -26,14 +26,17 @@ _STATUS: list[tuple[type[LocattrError], int, str]] = [
     (CursorError, 422, "invalid_cursor"),
     (QueryError, 422, "invalid_query"),
     (QueryTimeoutError, 503, "query_timeout"),
-    (GraphCodecError, 500, "corrupt_graph"),
+    (GraphCodecError, 503, "corrupt_graph"),
     (DatabaseError, 503, "database_unavailable"),
 ]
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorBody, "description": "No such prompt, component or path."},
     422: {"model": ErrorBody, "description": "A parameter is malformed or out of range."},
-    503: {"model": ErrorBody, "description": "The query timed out or the database is unusable."},
+    503: {
+        "model": ErrorBody,
+        "description": "The query timed out, or the database or a stored graph is unusable.",
+    },
 }
 
 
