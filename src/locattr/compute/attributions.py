@@ -220,9 +220,9 @@ def compute_graphs(
     blocks = _position_blocks(seq if crossing else 0, causal)
     prefixes = {stop: forward(stop) for _, stop in blocks[:1] if stop < seq}
     if any(not _same_prefix(r, result, [*crossing, *needed]) for r in prefixes.values()):
-        blocks = [(0, seq)]  # the model is not causal where the pairs are: no prefix forwards
+        blocks = [(0, seq)]  # not causal outside the pairs: a prefix computes otherwise
     for start, stop in blocks:
-        prefix = result if stop == seq else prefixes.get(stop) or forward(stop)
+        prefix = result if stop == seq else (prefixes.pop(stop, None) or forward(stop))
         prefix_sources = {name: _cut(sources[name], prefix, name) for name in needed}
         for name, pairs in crossing.items():
             target = _target(model, prefix, name, _prefix(layers[name], start, stop))
