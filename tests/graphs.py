@@ -47,3 +47,20 @@ def random_record(
         graph=random_graph(rng, n_pos=n_pos, **graph_options),
         source={"kind": "test"},
     )
+
+
+THREE_EDGE_GRAPH = Graph.from_records(
+    [
+        ("h.0.mlp.c_fc", 0, 3, 0.5),
+        ("h.0.mlp.c_fc", 1, 3, 0.75),
+        ("h.0.mlp.down_proj", 1, 5, 0.5),
+        ("h.1.attn.o_proj", 1, 2, 0.25),
+    ],
+    [
+        ("h.0.mlp.c_fc", 1, 3, "h.0.mlp.down_proj", 1, 5, -0.5),
+        ("h.0.mlp.c_fc", 0, 3, "h.1.attn.o_proj", 1, 2, 0.25),
+        ("h.0.mlp.down_proj", 1, 5, "h.1.attn.o_proj", 1, 2, 0.75),
+    ],
+)
+"""Four nodes and three edges over three layers: the served test database's prompt 1, and the
+graph the real format-1 test blobs were written from (`tests/storage/v1_blobs.py`)."""

@@ -12,6 +12,7 @@ from locattr.api.settings import Settings
 from locattr.graph import Graph
 from locattr.storage import PromptRecord
 from tests.api.server import running_server
+from tests.graphs import THREE_EDGE_GRAPH
 
 LAYERS = {"h.0.mlp.c_fc": 8, "h.0.mlp.down_proj": 8, "h.1.attn.o_proj": 4}
 A, B, C = "h.0.mlp.c_fc:3", "h.0.mlp.down_proj:5", "h.1.attn.o_proj:1"
@@ -21,19 +22,7 @@ def fill(db: LocalAttrDB) -> None:
     """Three prompts: A and B fire in 1 and 2, C only in 3; prompt 1 has three edges."""
     db.register_layers(LAYERS)
     db.set_meta({"run": "test-run", "ci_threshold": 1e-6, "attr_threshold": 1e-4})
-    first = Graph.from_records(
-        [
-            ("h.0.mlp.c_fc", 0, 3, 0.5),
-            ("h.0.mlp.c_fc", 1, 3, 0.75),
-            ("h.0.mlp.down_proj", 1, 5, 0.5),
-            ("h.1.attn.o_proj", 1, 2, 0.25),
-        ],
-        [
-            ("h.0.mlp.c_fc", 1, 3, "h.0.mlp.down_proj", 1, 5, -0.5),
-            ("h.0.mlp.c_fc", 0, 3, "h.1.attn.o_proj", 1, 2, 0.25),
-            ("h.0.mlp.down_proj", 1, 5, "h.1.attn.o_proj", 1, 2, 0.75),
-        ],
-    )
+    first = THREE_EDGE_GRAPH
     second = Graph.from_records(
         [("h.0.mlp.c_fc", 2, 3, 0.25), ("h.0.mlp.down_proj", 0, 5, 0.25)], []
     )

@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 
 from locattr.graph import Graph
 from locattr.storage.codec import ValueDtype
+from tests.graphs import THREE_EDGE_GRAPH
 
 
 def encode_v1(graph: Graph, value_dtype: ValueDtype = ValueDtype.FLOAT32) -> bytes:
@@ -60,16 +61,4 @@ WRITTEN_BY_V1 = {
 }
 """Written by locattr's format-1 encoder from `WRITTEN_GRAPH` (canonical order)."""
 
-WRITTEN_GRAPH = Graph.from_records(
-    [
-        ("h.0.mlp.c_fc", 0, 3, 0.5),
-        ("h.0.mlp.c_fc", 1, 3, 0.75),
-        ("h.0.mlp.down_proj", 1, 5, 0.5),
-        ("h.1.attn.o_proj", 1, 2, 0.25),
-    ],
-    [
-        ("h.0.mlp.c_fc", 1, 3, "h.0.mlp.down_proj", 1, 5, -0.5),
-        ("h.0.mlp.c_fc", 0, 3, "h.1.attn.o_proj", 1, 2, 0.25),
-        ("h.0.mlp.down_proj", 1, 5, "h.1.attn.o_proj", 1, 2, 0.75),
-    ],
-).canonical()
+WRITTEN_GRAPH = THREE_EDGE_GRAPH.canonical()
