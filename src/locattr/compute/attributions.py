@@ -59,8 +59,20 @@ class _Layer:
 
 
 @dataclass
+class _SourceParts:
+    """A source layer's alive units before padding: unit c at (b, s) contributes
+    `weight[b, s, c] * (grad_of_leaf[b, s] . direction of c)`, its direction being
+    `directions[c]` (a component's output direction) or `directions[b, s, c]` (per position)."""
+
+    layer: _Layer
+    weight: Float[Tensor, "batch seq C"]
+    directions: Float[Tensor, "C d"] | Float[Tensor, "batch seq C d"]
+
+
+@dataclass
 class _Source:
-    """A source layer's alive units, padded to the most alive at any one position (K).
+    """Alive units of one source layer, or of several side by side in node order, padded to the
+    most alive at any one position (K).
 
     Edge value for padded slot k at (b, s) = `weight * (grad_of_leaf[b, s] . direction)`.
     """
@@ -74,33 +86,44 @@ class _Source:
 
 @dataclass
 class _Target:
-    """What a backward starts from: `seeded` (the target's input, or the logits) and the seed
-    of unit c, `direction[c]`, or a one-hot on c when `direction` is None."""
+    """What a backward starts from: `seeded` (the input of the `names` layers, or the logits)
+    and the seed of unit c, `direction[c]`, or a one-hot on c when `direction` is None.
 
+    Several layers that read one input tensor are one target: `layer` holds their units side by
+    side, the units of `names[i]` from component `bounds[i - 1]` on.
+    """
+
+    names: tuple[str, ...]
     layer: _Layer
     seeded: Float[Tensor, "batch seq width"]
     direction: Float[Tensor, "C width"] | None
+    bounds: Int[Tensor, " names_minus_1"] | None
 
 
 @dataclass
 class _Slots:
-    """Per (prompt, slot): the seeded target unit's node id and position, -1 where none.
+    """Per (prompt, slot): the seeded target unit's node id and position, -1 where none, and
+    which of the target's layers it is in (None for a single layer).
 
-    Slots are rows when crossing positions, else (position, row); slot order is node order.
+    Slots are rows when crossing positions, else (position, row); slot order is node order
+    within each layer.
     """
 
     node_id: Int[Tensor, "batch slots"]
     pos: Int[Tensor, "batch slots"]
+    part: Int[Tensor, "batch slots"] | None
 
 
 @dataclass
 class _EdgeRun:
-    """Edges sorted by (prompt, target, source); ids are per-prompt node indices."""
+    """Edges sorted by (prompt, target, source); ids are per-prompt node indices. `part`: the
+    target layer of each edge, while a run still holds several."""
 
     prompt: Int[Tensor, " n"]
     source: Int[Tensor, " n"]
     target: Int[Tensor, " n"]
     value: Float[Tensor, " n"]
+    part: Int[Tensor, " n"] | None = None
 
 
 def compute_graph(
@@ -165,9 +188,9 @@ def compute_graphs(
         with torch.no_grad():
             deltas = {p: (w, ones) for p, w in model.weight_deltas().items()}
 
-    def forward(length: int) -> ForwardResult:
+    def forward(length: int, known: ForwardResult | None = None) -> ForwardResult:
         """The grad-enabled forward of the first `length` positions (causal models compute
-        them exactly as the whole prompt does)."""
+        them exactly as the whole prompt does), reusing `known`'s leaves."""
         cut = slice(0, length)
         with torch.enable_grad():
             return model(
@@ -178,6 +201,7 @@ def compute_graphs(
                 else {p: (w, m[:, cut]) for p, (w, m) in deltas.items()},
                 leaf_outputs=True,
                 embedding_leaf=include_wte,
+                known_outputs=None if known is None else known.outputs,
             )
 
     result = forward(seq)
@@ -198,35 +222,39 @@ def compute_graphs(
         alive[OUTPUT_LAYER] = probs >= output_prob_threshold
 
     layers, n_nodes = _index_nodes(layer_names, values, alive, batch)
-    sources = _sources(model, result, masks, layers, include_wte)
+    bank = _SourceBank(_source_parts(model, result, masks, layers, include_wte), result)
     runs: dict[str, list[_EdgeRun]] = {}
+    within: dict[str, list[LayerPair]] = {}
     crossing: dict[str, list[LayerPair]] = {}
     for name in structure.targets:
         if name not in layers:
             continue
-        pairs = [p for p in structure.sources_of(name) if p.source in sources]
-        within = [p for p in pairs if not p.crosses_positions]
-        target = _target(model, result, name, layers[name])
-        runs[name] = (
-            _attribute(target, within, sources, attr_threshold, chunk_bytes) if within else []
-        )
-        if len(within) < len(pairs):
+        pairs = [p for p in structure.sources_of(name) if p.source in bank.parts]
+        runs[name] = []
+        within[name] = [p for p in pairs if not p.crosses_positions]
+        if len(within[name]) < len(pairs):
             crossing[name] = [p for p in pairs if p.crosses_positions]
+    for names in _shared_inputs(within, result.inputs):
+        target = _target(model, result, names, [layers[name] for name in names])
+        found = _attribute(target, within[names[0]], bank, attr_threshold, chunk_bytes)
+        for name, target_runs in zip(names, found, strict=True):
+            runs[name] += target_runs
     # Position-crossing pairs, a block of target positions at a time, each over the shortest
     # prefix forward that holds it: a seed at position s reaches only positions <= s, and
     # attention's backward costs grow with the square of the length.
     causal = all(p.causal for pairs in crossing.values() for p in pairs)
     needed = {p.source for pairs in crossing.values() for p in pairs}
     blocks = _position_blocks(seq if crossing else 0, causal)
-    prefixes = {stop: forward(stop) for _, stop in blocks[:1] if stop < seq}
+    prefixes = {stop: forward(stop, result) for _, stop in blocks[:1] if stop < seq}
     if any(not _same_prefix(r, result, [*crossing, *needed]) for r in prefixes.values()):
         blocks = [(0, seq)]  # not causal outside the pairs: a prefix computes otherwise
     for start, stop in blocks:
-        prefix = result if stop == seq else (prefixes.pop(stop, None) or forward(stop))
-        prefix_sources = {name: _cut(sources[name], prefix, name) for name in needed}
+        prefix = result if stop == seq else (prefixes.pop(stop, None) or forward(stop, result))
+        prefix_bank = bank if stop == seq else bank.cut(prefix)
         for name, pairs in crossing.items():
-            target = _target(model, prefix, name, _prefix(layers[name], start, stop))
-            runs[name] += _attribute(target, pairs, prefix_sources, attr_threshold, chunk_bytes)
+            layer = _prefix(layers[name], start, stop)
+            target = _target(model, prefix, (name,), [layer])
+            runs[name] += _attribute(target, pairs, prefix_bank, attr_threshold, chunk_bytes)[0]
     edges = [_merge(runs[name], n_nodes) for name in structure.targets if runs.get(name)]
     return _graphs(layer_names, layers, edges, batch)
 
@@ -279,58 +307,94 @@ def _index_nodes(
     return layers, int(offset.max())
 
 
-def _sources(
+def _source_parts(
     model: ComponentModel,
     result: ForwardResult,
     masks: Mapping[str, Tensor],
     layers: dict[str, _Layer],
     include_wte: bool,
-) -> dict[str, _Source]:
-    """Every included layer that can be a source, with its alive units padded per position."""
-    sources: dict[str, _Source] = {}
+) -> dict[str, _SourceParts]:
+    """Every included layer that can be a source."""
+    parts: dict[str, _SourceParts] = {}
     for path in model.module_paths:
-        if path not in layers:
-            continue
-        U = model.components(path).U
-        masked = (result.post[path] * masks[path]).detach()
-        sources[path] = _padded(result.outputs[path], layers[path], masked, U)
+        if path in layers:
+            masked = (result.post[path] * masks[path]).detach()
+            parts[path] = _SourceParts(layers[path], masked, model.components(path).U)
     if include_wte:
         assert result.embedding is not None
-        embedding = result.embedding
-        sources[WTE_LAYER] = _padded(
-            embedding, layers[WTE_LAYER], layers[WTE_LAYER].value, embedding.detach()[..., None, :]
-        )
-    return sources
+        wte = layers[WTE_LAYER]
+        parts[WTE_LAYER] = _SourceParts(wte, wte.value, result.embedding.detach()[..., None, :])
+    return parts
 
 
-def _padded(
-    leaf: Float[Tensor, "batch seq d"],
-    layer: _Layer,
-    weight: Float[Tensor, "batch seq C"],
-    directions: Float[Tensor, "C d"] | Float[Tensor, "batch seq C d"],
-) -> _Source:
-    """Gather alive units to the front of each position (component order kept), K wide."""
-    width = int(layer.alive.sum(-1).max()) if layer.alive.numel() else 0
-    order = layer.alive.to(torch.uint8).argsort(dim=-1, descending=True, stable=True)[..., :width]
+class _SourceBank:
+    """Sources padded on demand and kept: one layer alone, or several side by side (projected
+    together when their gradients are one tensor), each with its leaf in `result`."""
+
+    def __init__(
+        self,
+        parts: dict[str, _SourceParts],
+        result: ForwardResult,
+        parent: _SourceBank | None = None,
+    ) -> None:
+        self.parts = parts
+        self.result = result
+        self._parent = parent
+        self._padded: dict[tuple[str, ...], _Source] = {}
+
+    def leaf(self, name: str) -> Tensor:
+        """The leaf a source's gradient is taken against (a decomposed embedding module may be
+        named like the `wte` pseudo-layer, which exists only when it is not decomposed)."""
+        leaf = self.result.outputs.get(name, self.result.embedding)
+        assert leaf is not None, f"no gradient leaf for {name}"
+        return leaf
+
+    def cut(self, prefix: ForwardResult) -> _SourceBank:
+        """The bank over a prefix forward: the same units on its positions, its leaves."""
+        return _SourceBank(self.parts, prefix, parent=self)
+
+    def joinable(self, name: str) -> bool:
+        return self.parts[name].directions.ndim == 2
+
+    def padded(self, names: tuple[str, ...]) -> _Source:
+        if names not in self._padded:
+            leaf = self.leaf(names[0])
+            if self._parent is not None:
+                self._padded[names] = _cut(self._parent.padded(names), leaf)
+            else:
+                self._padded[names] = _padded(leaf, [self.parts[name] for name in names])
+        return self._padded[names]
+
+
+def _padded(leaf: Float[Tensor, "batch seq d"], parts: list[_SourceParts]) -> _Source:
+    """Gather alive units to the front of each position (layer then component order kept)."""
+    if len(parts) == 1:
+        alive, node_id = parts[0].layer.alive, parts[0].layer.node_id
+        weight, directions = parts[0].weight, parts[0].directions
+    else:
+        alive = torch.cat([part.layer.alive for part in parts], -1)
+        node_id = torch.cat([part.layer.node_id for part in parts], -1)
+        weight = torch.cat([part.weight for part in parts], -1)
+        directions = torch.cat([part.directions for part in parts])
+    width = int(alive.sum(-1).max()) if alive.numel() else 0
+    order = alive.to(torch.uint8).argsort(dim=-1, descending=True, stable=True)[..., :width]
     if directions.ndim == 2:
         direction = directions[order]
     else:
         index = order[..., None].expand(*order.shape, directions.shape[-1])
         direction = directions.gather(-2, index)
-    valid = layer.alive.gather(-1, order)
+    valid = alive.gather(-1, order)
     return _Source(
         leaf=leaf,
         valid=valid,
-        node_id=layer.node_id.gather(-1, order),
+        node_id=node_id.gather(-1, order),
         weight=torch.where(valid, weight.gather(-1, order), 0),
         direction=direction,
     )
 
 
-def _cut(source: _Source, prefix: ForwardResult, name: str) -> _Source:
+def _cut(source: _Source, leaf: Float[Tensor, "batch stop d"]) -> _Source:
     """`source` over a prefix forward's positions, with that forward's leaf."""
-    leaf = prefix.embedding if name == WTE_LAYER else prefix.outputs[name]
-    assert leaf is not None
     stop = leaf.shape[1]
     return _Source(
         leaf=leaf,
@@ -341,12 +405,46 @@ def _cut(source: _Source, prefix: ForwardResult, name: str) -> _Source:
     )
 
 
-def _target(model: ComponentModel, result: ForwardResult, name: str, layer: _Layer) -> _Target:
-    if name == OUTPUT_LAYER:
-        return _Target(layer, result.output, None)
-    components = model.components(name)
-    assert isinstance(components, LinearComponents), f"{name} has no input to attribute to"
-    return _Target(layer, result.inputs[name], components.V.T)
+def _shared_inputs(
+    within: dict[str, list[LayerPair]], inputs: Mapping[str, Tensor]
+) -> list[tuple[str, ...]]:
+    """Targets with within-position sources in order, neighbours that read the very same input
+    tensor from the same sources together (an attention block's q, k and v; a gated MLP's gate
+    and up projections): one batched backward serves them all."""
+    groups: list[list[str]] = []
+    for name, pairs in within.items():
+        if not pairs:
+            continue
+        if groups:
+            last = groups[-1][-1]
+            same_input = name in inputs and last in inputs and inputs[name] is inputs[last]
+            if same_input and [p.source for p in pairs] == [p.source for p in within[last]]:
+                groups[-1].append(name)
+                continue
+        groups.append([name])
+    return [tuple(group) for group in groups]
+
+
+def _target(
+    model: ComponentModel, result: ForwardResult, names: tuple[str, ...], layers: list[_Layer]
+) -> _Target:
+    if names == (OUTPUT_LAYER,):
+        return _Target(names, layers[0], result.output, None, None)
+    directions = []
+    for name in names:
+        components = model.components(name)
+        assert isinstance(components, LinearComponents), f"{name} has no input to attribute to"
+        directions.append(components.V.T)
+    if len(names) == 1:
+        return _Target(names, layers[0], result.inputs[names[0]], directions[0], None)
+    layer = _Layer(
+        torch.cat([layer.alive for layer in layers], -1),
+        torch.cat([layer.value for layer in layers], -1),
+        torch.cat([layer.node_id for layer in layers], -1),
+    )
+    widths = torch.tensor([layer.alive.shape[-1] for layer in layers[:-1]])
+    bounds = widths.cumsum(0).to(layer.alive.device)
+    return _Target(names, layer, result.inputs[names[0]], torch.cat(directions), bounds)
 
 
 def _rows(alive: Bool[Tensor, "batch seq C"], per_position: bool) -> tuple[Tensor, ...]:
@@ -362,12 +460,14 @@ def _rows(alive: Bool[Tensor, "batch seq C"], per_position: bool) -> tuple[Tenso
     return b, s, c, row
 
 
-def _rows_per_chunk(target: _Target, group: list[_Source], crosses: bool, chunk_bytes: int) -> int:
+def _rows_per_chunk(
+    target: _Target, sources: list[_SourceParts], crosses: bool, chunk_bytes: int
+) -> int:
     """Rows whose seeds, gradients and projected values fit `chunk_bytes` (roughly)."""
     batch, seq, width = target.seeded.shape
-    widths = [src.valid.shape[-1] for src in group]
+    widths = [int(part.layer.alive.sum(-1).max()) for part in sources]
     projected = seq * sum(widths) if crosses else sum(widths)
-    per_row = seq * (width + sum(src.leaf.shape[-1] for src in group)) + 3 * projected
+    per_row = seq * (width + sum(part.directions.shape[-1] for part in sources)) + 3 * projected
     row_bytes = _ROW_BYTES_FACTOR * batch * per_row * target.seeded.element_size()
     return max(1, chunk_bytes // row_bytes)
 
@@ -402,34 +502,64 @@ def batched_grad(
 def _attribute(
     target: _Target,
     pairs: list[LayerPair],
-    sources: dict[str, _Source],
+    bank: _SourceBank,
     attr_threshold: float,
     chunk_bytes: int,
-) -> list[_EdgeRun]:
-    """Edges into `target` from one group of sources (all crossing positions or none), one
-    sorted run per chunk of rows."""
+) -> list[list[_EdgeRun]]:
+    """Edges into each of the target's layers from one group of sources (all crossing
+    positions or none), one sorted run per chunk of rows."""
+    found: list[list[_EdgeRun]] = [[] for _ in target.names]
     crosses = pairs[0].crosses_positions
     b, s, c, row = _rows(target.layer.alive, per_position=not crosses)
     if row.numel() == 0:
-        return []
-    group = [sources[p.source] for p in pairs]
+        return found
+    names = [p.source for p in pairs]
+    causal = {p.source: p.causal for p in pairs}
+    leaves = [bank.leaf(name) for name in names]
     n_rows = int(row.max()) + 1
-    rows_per_chunk = _rows_per_chunk(target, group, crosses, chunk_bytes)
+    parts = [bank.parts[name] for name in names]
+    rows_per_chunk = _rows_per_chunk(target, parts, crosses, chunk_bytes)
     order = torch.argsort(row, stable=True)
     b, s, c, row = b[order], s[order], c[order], row[order]
     bounds = torch.searchsorted(
         row, torch.arange(0, n_rows + rows_per_chunk, rows_per_chunk, device=row.device)
     ).tolist()
-    runs = []
     for chunk, start in enumerate(range(0, n_rows, rows_per_chunk)):
         lo, hi = bounds[chunk], bounds[chunk + 1]
         unit = (b[lo:hi], s[lo:hi], c[lo:hi], row[lo:hi] - start)
         n_chunk = min(rows_per_chunk, n_rows - start)
         seeds = _seeds(target, n_chunk, unit[3], *unit[:3])
-        grads = batched_grad(target.seeded, [src.leaf for src in group], seeds)
+        grads = batched_grad(target.seeded, leaves, seeds)
+        projections = [
+            (bank.padded(joined), grad, all(causal[name] for name in joined))
+            for joined, grad in _joined(names, grads, bank)
+        ]
         slots = _target_slots(target, unit, n_chunk, crosses)
-        runs.append(_chunk_edges(pairs, group, grads, slots, crosses, attr_threshold))
-    return runs
+        run = _chunk_edges(projections, slots, crosses, attr_threshold)
+        for part, piece in enumerate(_split(run, len(target.names))):
+            found[part].append(piece)
+    return found
+
+
+def _joined(
+    names: list[str], grads: tuple[Tensor, ...], bank: _SourceBank
+) -> list[tuple[tuple[str, ...], Tensor]]:
+    """Neighbouring sources whose gradients are one tensor, joined: autograd hands every writer
+    to a sum (the residual stream) the same gradient, so their units project in one product."""
+    joined: list[tuple[tuple[str, ...], Tensor]] = []
+    for name, grad in zip(names, grads, strict=True):
+        if joined and bank.joinable(name) and bank.joinable(joined[-1][0][-1]):
+            names_before, grad_before = joined[-1]
+            if _same_tensor(grad, grad_before):
+                joined[-1] = ((*names_before, name), grad_before)
+                continue
+        joined.append(((name,), grad))
+    return joined
+
+
+def _same_tensor(a: Tensor, b: Tensor) -> bool:
+    """The same memory seen the same way, hence the same values."""
+    return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
 
 
 def _target_slots(target: _Target, unit: tuple[Tensor, ...], n_rows: int, crosses: bool) -> _Slots:
@@ -438,43 +568,48 @@ def _target_slots(target: _Target, unit: tuple[Tensor, ...], n_rows: int, crosse
     node_id = target.layer.node_id[b, s, c]
     shape = (batch, n_rows) if crosses else (batch, seq, n_rows)
     index = (b, row) if crosses else (b, s, row)
-    slots = _Slots(node_id.new_full(shape, -1), node_id.new_full(shape, -1))
+    slots = _Slots(node_id.new_full(shape, -1), node_id.new_full(shape, -1), None)
     slots.node_id[index] = node_id
     slots.pos[index] = s
-    return _Slots(slots.node_id.view(batch, -1), slots.pos.view(batch, -1))
+    part = None
+    if target.bounds is not None:
+        part = node_id.new_full(shape, -1)
+        part[index] = torch.bucketize(c, target.bounds, right=True)
+        part = part.view(batch, -1)
+    return _Slots(slots.node_id.view(batch, -1), slots.pos.view(batch, -1), part)
 
 
 def _chunk_edges(
-    pairs: list[LayerPair],
-    group: list[_Source],
-    grads: tuple[Tensor, ...],
+    projections: list[tuple[_Source, Tensor, bool]],
     slots: _Slots,
     crosses: bool,
     attr_threshold: float,
 ) -> _EdgeRun:
     """Project each row's gradients onto the alive source units and keep the large values.
 
+    `projections`: (source, gradient of its leaf, whether causal), sources in node order.
     Values are laid out [prompt, source position, row, source slot]. Within positions, the
     sources' slots are side by side in node order, so without crossing (slot = position and
-    row) `nonzero` yields edges sorted by (target, source); crossing runs are sorted by
-    `_merge`. With a positive threshold no masks are needed: padded source slots have weight
-    0, empty target slots were seeded with zeros, and a causal pair's later source positions
-    get exactly zero gradient, so all of them fall below it.
+    row) `nonzero` yields edges sorted by (target, source) within each target layer; crossing
+    runs are sorted by `_merge`. With a positive threshold no masks are needed: padded source
+    slots have weight 0, empty target slots were seeded with zeros, and a causal pair's later
+    source positions get exactly zero gradient, so all of them fall below it.
     """
     values = [
         torch.einsum("rbsd,bskd->bsrk", grad, source.direction).mul_(source.weight[:, :, None])
-        for source, grad in zip(group, grads, strict=True)
+        for source, grad, _ in projections
     ]
     if crosses:  # per source: no concatenated copy, since crossing runs get sorted anyway
         runs = [
-            _kept(value, source.node_id, source.valid, slots, pair.causal, attr_threshold)
-            for pair, source, value in zip(pairs, group, values, strict=True)
+            _kept(value, source.node_id, source.valid, slots, causal, attr_threshold)
+            for (source, _, causal), value in zip(projections, values, strict=True)
         ]
         return _cat_runs(runs)
+    sources = [source for source, _, _ in projections]
     return _kept(
         values[0] if len(values) == 1 else torch.cat(values, -1),
-        torch.cat([source.node_id for source in group], -1),
-        torch.cat([source.valid for source in group], -1),
+        sources[0].node_id if len(sources) == 1 else torch.cat([s.node_id for s in sources], -1),
+        sources[0].valid if len(sources) == 1 else torch.cat([s.valid for s in sources], -1),
         slots,
         False,
         attr_threshold,
@@ -501,18 +636,34 @@ def _kept(
             target_ok = target_ok & (positions <= slots.pos.view(batch, 1, n_rows))
         keep &= target_ok[..., None] & source_valid[:, :, None, :]
     b, s, r, k = keep.nonzero(as_tuple=True)
-    target = slots.node_id[b, r] if crosses else slots.node_id[b, s * n_rows + r]
-    return _EdgeRun(b, source_id[b, s, k], target, value[b, s, r, k])
+    slot = r if crosses else s * n_rows + r
+    part = None if slots.part is None else slots.part[b, slot]
+    return _EdgeRun(b, source_id[b, s, k], slots.node_id[b, slot], value[b, s, r, k], part)
+
+
+def _split(run: _EdgeRun, n_parts: int) -> list[_EdgeRun]:
+    """A run's edges per target layer (each part keeps its order)."""
+    if run.part is None:
+        return [run]
+    pieces = []
+    for part in range(n_parts):
+        into = run.part == part
+        pieces.append(
+            _EdgeRun(run.prompt[into], run.source[into], run.target[into], run.value[into])
+        )
+    return pieces
 
 
 def _cat_runs(runs: list[_EdgeRun]) -> _EdgeRun:
     if len(runs) == 1:
         return runs[0]
+    parts = [r.part for r in runs]
     return _EdgeRun(
         torch.cat([r.prompt for r in runs]),
         torch.cat([r.source for r in runs]),
         torch.cat([r.target for r in runs]),
         torch.cat([r.value for r in runs]),
+        None if any(p is None for p in parts) else torch.cat(parts),  # type: ignore[arg-type]
     )
 
 

@@ -9,7 +9,7 @@ State-dict layout (one place that knows it, with `ci_fns` and `components`):
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -77,6 +77,7 @@ class _Plan:
     cache_acts: bool
     leaf_outputs: bool
     embedding_leaf: bool
+    known_outputs: Mapping[str, Tensor] | None
     result: ForwardResult
 
 
@@ -221,7 +222,8 @@ class ComponentModel(nn.Module):
         self._lower, self._upper = ci_functions(config.sigmoid_type)
         self._plan: _Plan | None = None
         for info in self.modules_info:
-            named[info.path].register_forward_hook(self._make_hook(info), with_kwargs=True)
+            module = named[info.path]
+            module.forward = self._make_forward(info, module.forward)
         self.input_embedding_path = _find_input_embedding(target_model, self.module_paths)
         if self.input_embedding_path is not None:
             named[self.input_embedding_path].register_forward_hook(self._embedding_hook)
@@ -238,25 +240,38 @@ class ComponentModel(nn.Module):
     def ci_fn(self, path: str) -> CiFn:
         return self._ci_fns[path.replace(".", "-")]  # type: ignore[return-value]
 
-    def _make_hook(self, info: DecomposedModule):  # noqa: ANN202
-        def hook(
-            module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
-        ) -> Any:
+    def _make_forward(self, info: DecomposedModule, original: Callable[..., Any]):  # noqa: ANN202
+        """The decomposed module's forward: its replacement under a plan that asks for one,
+        else the module's own forward (not both: the replaced output is never computed)."""
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
             plan = self._plan
-            if plan is None:
-                return None
-            assert len(args) == 1 and not kwargs, (
-                f"decomposed module {info.path} must be called with one positional tensor"
-            )
-            x = args[0]
-            if plan.cache_inputs or plan.leaf_outputs:
-                plan.result.inputs[info.path] = x
-            mask = None if plan.masks is None else plan.masks.get(info.path)
-            if mask is None and not plan.cache_acts:
-                assert not plan.leaf_outputs, f"leaf_outputs needs a mask for {info.path}"
-                return None
-            comps = self.components(info.path)
-            detached = plan.cache_acts or plan.leaf_outputs
+            if plan is not None:
+                assert len(args) == 1 and not kwargs, (
+                    f"decomposed module {info.path} must be called with one positional tensor"
+                )
+                replaced = self._replacement(info, plan, args[0])
+                if replaced is not None:
+                    return replaced
+            return original(*args, **kwargs)
+
+        return forward
+
+    def _replacement(self, info: DecomposedModule, plan: _Plan, x: Tensor) -> Tensor | None:
+        """What the plan puts in place of the module's output, recording what it caches;
+        None keeps the module's own output."""
+        if plan.cache_inputs or plan.leaf_outputs:
+            plan.result.inputs[info.path] = x
+        mask = None if plan.masks is None else plan.masks.get(info.path)
+        if mask is None and not plan.cache_acts:
+            assert not plan.leaf_outputs, f"leaf_outputs needs a mask for {info.path}"
+            return None
+        comps = self.components(info.path)
+        if plan.known_outputs is not None:
+            known = plan.known_outputs[info.path][:, : x.shape[1]]
+            out = known.detach().requires_grad_(True)
+            plan.result.outputs[info.path] = out
+        else:
             acts = comps.inner_acts(x.detach() if plan.leaf_outputs else x)
             if plan.cache_acts:
                 plan.result.pre[info.path] = acts
@@ -270,16 +285,14 @@ class ComponentModel(nn.Module):
             if plan.leaf_outputs:
                 out = out.detach().requires_grad_(True)
                 plan.result.outputs[info.path] = out
-            if plan.deltas is not None and info.path in plan.deltas:
-                weight_delta, delta_mask = plan.deltas[info.path]
-                # With detached acts the delta is a constant: gradients then reach a leaf only
-                # along component paths, so edges stay direct exactly as in the CI-masked forward.
-                delta_input = x.detach() if detached else x
-                delta = comps.delta_output(delta_input, weight_delta)
-                out = out + delta_mask.unsqueeze(-1) * delta
-            return out
-
-        return hook
+        if plan.deltas is not None and info.path in plan.deltas:
+            weight_delta, delta_mask = plan.deltas[info.path]
+            # With detached acts the delta is a constant: gradients then reach a leaf only
+            # along component paths, so edges stay direct exactly as in the CI-masked forward.
+            detached = plan.cache_acts or plan.leaf_outputs
+            delta = comps.delta_output(x.detach() if detached else x, weight_delta)
+            out = out + delta_mask.unsqueeze(-1) * delta
+        return out
 
     def _embedding_hook(self, module: nn.Module, args: tuple[Any, ...], output: Tensor) -> Any:
         plan = self._plan
@@ -320,6 +333,7 @@ class ComponentModel(nn.Module):
         cache_acts: bool = False,
         leaf_outputs: bool = False,
         embedding_leaf: bool = False,
+        known_outputs: Mapping[str, Tensor] | None = None,
     ) -> ForwardResult:
         """One forward. With no masks and no caching it is the plain target model.
 
@@ -328,11 +342,15 @@ class ComponentModel(nn.Module):
         `leaf_outputs` (needs every mask) makes each module's masked-component output a gradient
         leaf, so gradients w.r.t. it are `d_out` wide instead of `C` wide;
         `embedding_leaf` makes the token-embedding output a detached gradient leaf
-        (`result.embedding`, `[batch, seq, d_model]`).
+        (`result.embedding`, `[batch, seq, d_model]`);
+        `known_outputs` (with `leaf_outputs`): the leaves of an earlier forward over longer
+        prompts with the same masks, whose first positions a forward over a prefix reuses
+        rather than recomputes (equal for causal models).
         """
         if embedding_leaf:
             assert self.input_embedding_path is not None, "the target has no usable embedding"
         assert not (cache_acts and leaf_outputs), "cache_acts and leaf_outputs exclude each other"
+        assert known_outputs is None or leaf_outputs, "known_outputs are leaf outputs"
         plan = _Plan(
             masks,
             deltas,
@@ -340,6 +358,7 @@ class ComponentModel(nn.Module):
             cache_acts,
             leaf_outputs,
             embedding_leaf,
+            known_outputs,
             ForwardResult(torch.empty(0)),
         )
         with self._planned(plan) as result:

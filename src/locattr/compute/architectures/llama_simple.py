@@ -16,6 +16,7 @@ from locattr.compute.architectures.common import (
     RMSNorm,
     causal_attention,
     merge_heads,
+    silu,
     split_heads,
 )
 
@@ -123,7 +124,7 @@ class _SwiGLU(nn.Module):
         self.down_proj = nn.Linear(n, d, bias=config.mlp_bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 class _GeluMLP(nn.Module):
