@@ -90,23 +90,30 @@ def discover_structure(model: ComponentModel, tokens: Tensor | None = None) -> S
         if not out.requires_grad or not sources:
             continue
         probe = torch.randn(out.shape, generator=generator).to(out)
+        reached = torch.autograd.grad(
+            (out * probe).sum(), [leaves[s] for s in sources], retain_graph=True, allow_unused=True
+        )
+        sources = [s for s, grad in zip(sources, reached, strict=True) if grad is not None]
+        if not sources:
+            continue
         seeds = torch.zeros((seq, *out.shape), device=out.device, dtype=out.dtype)
         positions = torch.arange(seq, device=out.device)
         seeds[positions, 0, positions] = probe[0]
-        grads = torch.autograd.grad(
-            out,
-            [leaves[s] for s in sources],
-            grad_outputs=seeds,
-            is_grads_batched=True,
-            retain_graph=True,
-            allow_unused=True,
-        )
+        grads = _batched_vjp(out, [leaves[s] for s in sources], seeds)
         for source, grad in zip(sources, grads, strict=True):
-            if grad is None:
-                continue
             dependence = grad[:, 0].abs().flatten(2).amax(-1) > 0
             off_diagonal = dependence & ~torch.eye(seq, dtype=torch.bool, device=out.device)
             crosses = bool(off_diagonal.any())
             causal = not bool(off_diagonal.triu().any())
             pairs.append(LayerPair(source, target, crosses, causal))
     return Structure(layers=layers, pairs=tuple(pairs), has_wte=has_wte)
+
+
+def _batched_vjp(out: Tensor, inputs: list[Tensor], seeds: Tensor) -> tuple[Tensor, ...]:
+    """One vector-Jacobian product per leading row of `seeds` (functorch's vmap, which honours
+    the batching rules of custom autograd functions; the legacy `is_grads_batched` does not)."""
+
+    def vjp(seed: Tensor) -> tuple[Tensor, ...]:
+        return torch.autograd.grad(out, inputs, grad_outputs=seed, retain_graph=True)
+
+    return torch.func.vmap(vjp)(seeds)

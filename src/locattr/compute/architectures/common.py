@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -89,24 +88,6 @@ class NewGELU(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return _activation(x, "gelu")
-
-
-def causal_attention(
-    q: Float[Tensor, "batch seq head hd"],
-    k: Float[Tensor, "batch seq head hd"],
-    v: Float[Tensor, "batch seq head hd"],
-) -> Float[Tensor, "batch seq head hd"]:
-    """Masked-softmax attention scaled by 1/sqrt(head_dim), heads kept in the third dim.
-
-    Written out rather than through SDPA, whose CPU backward has no batching rule, so batched
-    (vmapped) backward passes stay fast: einsums on the [batch, seq, head, hd] layout need no
-    head transposes, the scale sits on q (outside the k/v -> output backward), and the causal
-    mask is an additive constant, whose backward is free (masked_fill's is a full pass).
-    """
-    seq = q.shape[1]
-    blocked = torch.full((seq, seq), float("-inf"), dtype=q.dtype, device=q.device).triu(1)
-    scores = torch.einsum("bshd,bthd->bhst", q * (1 / math.sqrt(q.shape[-1])), k) + blocked
-    return torch.einsum("bhst,bthd->bshd", scores.softmax(-1), v)
 
 
 def merge_heads(x: Float[Tensor, "batch seq head hd"]) -> Float[Tensor, "batch seq d"]:

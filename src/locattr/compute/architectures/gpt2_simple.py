@@ -7,10 +7,10 @@ from jaxtyping import Float, Int
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
+from locattr.compute.architectures.attention import causal_attention
 from locattr.compute.architectures.common import (
     LayerNorm,
     NewGELU,
-    causal_attention,
     merge_heads,
     split_heads,
 )

@@ -11,10 +11,10 @@ from jaxtyping import Float, Int
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
+from locattr.compute.architectures.attention import causal_attention
 from locattr.compute.architectures.common import (
     NewGELU,
     RMSNorm,
-    causal_attention,
     merge_heads,
     silu,
     split_heads,
