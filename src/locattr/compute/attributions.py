@@ -26,7 +26,7 @@ those targets go in blocks of positions, each over a forward of just the prefix 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -188,9 +188,12 @@ def compute_graphs(
         with torch.no_grad():
             deltas = {p: (w, ones) for p, w in model.weight_deltas().items()}
 
-    def forward(length: int, known: ForwardResult | None = None) -> ForwardResult:
+    def forward(
+        length: int, known: ForwardResult | None = None, leaves: Collection[str] | None = None
+    ) -> ForwardResult:
         """The grad-enabled forward of the first `length` positions (causal models compute
-        them exactly as the whole prompt does), reusing `known`'s leaves."""
+        them exactly as the whole prompt does), reusing `known`'s leaves, of which only
+        `leaves` take gradients."""
         cut = slice(0, length)
         with torch.enable_grad():
             return model(
@@ -202,6 +205,7 @@ def compute_graphs(
                 leaf_outputs=True,
                 embedding_leaf=include_wte,
                 known_outputs=None if known is None else known.outputs,
+                grad_leaves=leaves,
             )
 
     result = forward(seq)
@@ -245,11 +249,13 @@ def compute_graphs(
     causal = all(p.causal for pairs in crossing.values() for p in pairs)
     needed = {p.source for pairs in crossing.values() for p in pairs}
     blocks = _position_blocks(seq if crossing else 0, causal)
-    prefixes = {stop: forward(stop, result) for _, stop in blocks[:1] if stop < seq}
+    prefixes = {stop: forward(stop, result, needed) for _, stop in blocks[:1] if stop < seq}
     if any(not _same_prefix(r, result, [*crossing, *needed]) for r in prefixes.values()):
         blocks = [(0, seq)]  # not causal outside the pairs: a prefix computes otherwise
     for start, stop in blocks:
-        prefix = result if stop == seq else (prefixes.pop(stop, None) or forward(stop, result))
+        prefix = prefixes.pop(stop, None) or (
+            result if stop == seq else forward(stop, result, needed)
+        )
         prefix_bank = bank if stop == seq else bank.cut(prefix)
         for name, pairs in crossing.items():
             layer = _prefix(layers[name], start, stop)

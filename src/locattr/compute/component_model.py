@@ -9,7 +9,7 @@ State-dict layout (one place that knows it, with `ci_fns` and `components`):
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -78,6 +78,7 @@ class _Plan:
     leaf_outputs: bool
     embedding_leaf: bool
     known_outputs: Mapping[str, Tensor] | None
+    grad_leaves: Collection[str] | None
     result: ForwardResult
 
 
@@ -268,8 +269,9 @@ class ComponentModel(nn.Module):
             return None
         comps = self.components(info.path)
         if plan.known_outputs is not None:
-            known = plan.known_outputs[info.path][:, : x.shape[1]]
-            out = known.detach().requires_grad_(True)
+            out = plan.known_outputs[info.path][:, : x.shape[1]].detach()
+            if plan.grad_leaves is None or info.path in plan.grad_leaves:
+                out.requires_grad_(True)
             plan.result.outputs[info.path] = out
         else:
             acts = comps.inner_acts(x.detach() if plan.leaf_outputs else x)
@@ -334,6 +336,7 @@ class ComponentModel(nn.Module):
         leaf_outputs: bool = False,
         embedding_leaf: bool = False,
         known_outputs: Mapping[str, Tensor] | None = None,
+        grad_leaves: Collection[str] | None = None,
     ) -> ForwardResult:
         """One forward. With no masks and no caching it is the plain target model.
 
@@ -345,12 +348,15 @@ class ComponentModel(nn.Module):
         (`result.embedding`, `[batch, seq, d_model]`);
         `known_outputs` (with `leaf_outputs`): the leaves of an earlier forward over longer
         prompts with the same masks, whose first positions a forward over a prefix reuses
-        rather than recomputes (equal for causal models).
+        rather than recomputes (equal for causal models), and of which only `grad_leaves` (all
+        when None) take gradients: the others are constants and autograd skips what only
+        they reach.
         """
         if embedding_leaf:
             assert self.input_embedding_path is not None, "the target has no usable embedding"
         assert not (cache_acts and leaf_outputs), "cache_acts and leaf_outputs exclude each other"
         assert known_outputs is None or leaf_outputs, "known_outputs are leaf outputs"
+        assert grad_leaves is None or known_outputs is not None, "grad_leaves need known_outputs"
         plan = _Plan(
             masks,
             deltas,
@@ -359,6 +365,7 @@ class ComponentModel(nn.Module):
             leaf_outputs,
             embedding_leaf,
             known_outputs,
+            grad_leaves,
             ForwardResult(torch.empty(0)),
         )
         with self._planned(plan) as result:

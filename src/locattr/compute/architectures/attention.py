@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 import torch
+import torch._C._functorch as _functorch
 from jaxtyping import Float
 from torch import Tensor
 
@@ -61,29 +62,36 @@ class _CausalAttention(torch.autograd.Function):
         ctx.save_for_backward(q * ctx.scale, k, v, output[1])
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor, _: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]
-        return _AttentionGrads.apply(grad, *ctx.saved_tensors, ctx.scale)
+    def backward(ctx: Any, grad: Tensor, _: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        with_q = bool(ctx.needs_input_grad[0])
+        scaled_q, k, v, probs = ctx.saved_tensors
+        saved = (scaled_q, k, v, probs)
+        rows = _vmapped_rows(grad, saved)
+        if rows is not None:
+            physical, row_dim, level = rows
+            grads, dims = attention_grads(physical.movedim(row_dim, 0), *saved, ctx.scale, with_q)
+            grads = tuple(
+                _functorch._add_batch_dim(g, dim, level) for g, dim in zip(grads, dims, strict=True)
+            )
+        elif _functorch.maybe_get_level(grad) == -1:  # a plain backward: one row
+            grads, dims = attention_grads(grad[None], *saved, ctx.scale, with_q)
+            grads = tuple(g.select(dim, 0) for g, dim in zip(grads, dims, strict=True))
+        else:  # nested transforms: autograd's products, batched op by op
+            grads = _dense_grads(grad, *saved, ctx.scale, with_q)
+        return grads if with_q else (None, *grads)
 
 
-class _AttentionGrads(torch.autograd.Function):
-    """The gradients of attention's inputs, with a batching rule of its own (`vmap`)."""
-
-    @staticmethod
-    def forward(
-        grad: Tensor, scaled_q: Tensor, k: Tensor, v: Tensor, probs: Tensor, scale: float
-    ) -> tuple[Tensor, ...]:  # type: ignore[override]
-        return tuple(g[0] for g in attention_grads(grad[None], scaled_q, k, v, probs, scale))
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Tensor, ...], output: tuple[Tensor, ...]) -> None:
-        pass
-
-    @staticmethod
-    def vmap(info: Any, in_dims: tuple[int | None, ...], grad: Tensor, *saved: Any) -> Any:  # type: ignore[override]
-        if in_dims[0] is None or any(dim is not None for dim in in_dims[1:]):
-            grads = torch.vmap(_dense_grads, in_dims=in_dims)(grad, *saved)
-            return grads, (0, 0, 0)
-        return attention_grads(grad.movedim(in_dims[0], 0), *saved), (0, 0, 0)
+def _vmapped_rows(grad: Tensor, saved: tuple[Tensor, ...]) -> tuple[Tensor, int, int] | None:
+    """(rows as a plain tensor, their dimension, the vmap level) when `grad` is batched by one
+    `vmap` level over plain saved tensors: the batched backward of attribution. The rows are then
+    handled as one tensor, not op by op through functorch (whose own hook for this, a custom
+    `vmap` rule, cost ~1 ms per call in Python)."""
+    if not _functorch.is_batchedtensor(grad):
+        return None
+    physical = _functorch.get_unwrapped(grad)
+    if any(_functorch.maybe_get_level(t) != -1 for t in (physical, *saved)):
+        return None
+    return physical, _functorch.maybe_get_bdim(grad), _functorch.maybe_get_level(grad)
 
 
 def attention_grads(
@@ -93,39 +101,62 @@ def attention_grads(
     v: Float[Tensor, "batch seq head hd"],
     probs: Float[Tensor, "batch head seq seq"],
     scale: float,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradients of (q, k, v) for each row of output gradients (q was scaled by `scale`).
+    with_q: bool = True,
+) -> tuple[tuple[Tensor, ...], tuple[int, ...]]:
+    """Gradients of (q if `with_q`, k, v) for each row of output gradients (q was scaled by
+    `scale`), and the dimension of each that holds the rows.
 
     When every row has gradient at one position per prompt at most, only that query row of the
-    pattern takes part: outer products give k's and v's gradients, and q's is zero elsewhere.
+    pattern takes part: outer products give k's and v's gradients, laid out [batch, seq, rows,
+    head, hd] so that projecting them per position needs no copy; q's is zero elsewhere.
     """
     rows, batch, seq, heads, hd = grad.shape
     active = grad.flatten(-2).abs().amax(-1) > 0  # [rows, batch, seq]
     if active.numel() == 0 or int(active.sum(-1).max()) > 1:
-        return _dense_grads(grad, scaled_q, k, v, probs, scale)
+        grads = _dense_grads(grad, scaled_q, k, v, probs, scale, with_q)
+        return grads, (0,) * len(grads)
     position = active.to(torch.uint8).argmax(-1)  # [rows, batch]; a row without any is all zero
     prompt = torch.arange(batch, device=grad.device)
     at = position[..., None, None, None].expand(rows, batch, 1, heads, hd)
     grad_at = grad.gather(2, at).squeeze(2)  # [rows, batch, head, hd]
     probs_at = probs.transpose(1, 2)[prompt, position]  # [rows, batch, head, seq]
-    grad_v = probs_at.transpose(2, 3).contiguous()[..., None] * grad_at[:, :, None]
     grad_probs = torch.einsum("rbhd,bthd->rbht", grad_at, v)
     grad_scores = probs_at * (grad_probs - (grad_probs * probs_at).sum(-1, keepdim=True))
     query = scaled_q[prompt, position]  # [rows, batch, head, hd]
-    grad_k = grad_scores.transpose(2, 3).contiguous()[..., None] * query[:, :, None]
+    # [batch, seq, rows, head, 1] * [batch, 1, rows, head, hd]
+    grad_v = probs_at.permute(1, 3, 0, 2).contiguous()[..., None] * grad_at.transpose(0, 1)[:, None]
+    grad_k = (
+        grad_scores.permute(1, 3, 0, 2).contiguous()[..., None] * query.transpose(0, 1)[:, None]
+    )
+    if not with_q:
+        return (grad_k, grad_v), (2, 2)
     grad_q = grad.new_zeros(grad.shape)
     grad_q_at = torch.einsum("rbht,bthd->rbhd", grad_scores, k).mul_(scale)
     grad_q.scatter_(2, at, grad_q_at[:, :, None])
-    return grad_q, grad_k, grad_v
+    return (grad_q, grad_k, grad_v), (0, 2, 2)
+
+
+def _outer(
+    weight: Float[Tensor, "rows batch head seq"], vector: Float[Tensor, "rows batch head hd"]
+) -> Float[Tensor, "batch seq rows head hd"]:
+    return weight.permute(1, 3, 0, 2).contiguous()[..., None] * vector.transpose(0, 1)[:, None]
 
 
 def _dense_grads(
-    grad: Tensor, scaled_q: Tensor, k: Tensor, v: Tensor, probs: Tensor, scale: float
-) -> tuple[Tensor, Tensor, Tensor]:
+    grad: Tensor,
+    scaled_q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    probs: Tensor,
+    scale: float,
+    with_q: bool = True,
+) -> tuple[Tensor, ...]:
     """The products autograd forms, over leading rows."""
     grad_probs = torch.einsum("...bshd,bthd->...bhst", grad, v)
     grad_v = torch.einsum("bhst,...bshd->...bthd", probs, grad)
     grad_scores = probs * (grad_probs - (grad_probs * probs).sum(-1, keepdim=True))
     grad_k = torch.einsum("...bhst,bshd->...bthd", grad_scores, scaled_q)
+    if not with_q:
+        return grad_k, grad_v
     grad_q = torch.einsum("...bhst,bthd->...bshd", grad_scores, k).mul_(scale)
     return grad_q, grad_k, grad_v
