@@ -16,9 +16,9 @@ from fastapi.staticfiles import StaticFiles
 from locattr import __version__
 from locattr.api.database import Database
 from locattr.api.errors import install_error_handlers
-from locattr.api.memory import keep_freed_memory
 from locattr.api.routers import components, meta, prompts, search
 from locattr.api.settings import Settings
+from locattr.memory import keep_freed_memory
 
 NO_FRONTEND_PAGE = """<!doctype html><html><head><title>locattr</title></head><body>
 <h1>locattr API</h1><p>The API is running: see <a href="/docs">/docs</a>.</p>

@@ -29,6 +29,7 @@ from locattr.errors import LocattrError
 from locattr.generate.options import GenerateError, GenerateOptions
 from locattr.generate.prompts import Prompt, equal_length_batches
 from locattr.generate.text import TokenText
+from locattr.memory import keep_freed_memory
 from locattr.storage import LocalAttrDB, PromptRecord
 
 
@@ -112,6 +113,7 @@ def run_worker(
     """
     started = time.perf_counter()
     compute_s = 0.0
+    keep_freed_memory()
     emit(WorkerState(worker, "computing"))
     text = TokenText(run.tokenizer)
     with LocalAttrDB(options.output) as db:

@@ -1,8 +1,8 @@
-"""The server's malloc settings."""
+"""The malloc settings of the server and the generate workers."""
 
 import platform
 
-from locattr.api.memory import keep_freed_memory
+from locattr.memory import keep_freed_memory
 
 
 def test_malloc_thresholds_are_set_on_glibc() -> None:
