@@ -90,40 +90,36 @@ class _Target:
     and the seed of unit c, `direction[c]`, or a one-hot on c when `direction` is None.
 
     Several layers that read one input tensor are one target: `layer` holds their units side by
-    side, the units of `names[i]` from component `bounds[i - 1]` on.
+    side, those of `names[i]` in components [bounds[i], bounds[i + 1]).
     """
 
     names: tuple[str, ...]
     layer: _Layer
     seeded: Float[Tensor, "batch seq width"]
     direction: Float[Tensor, "C width"] | None
-    bounds: Int[Tensor, " names_minus_1"] | None
+    bounds: list[int]
 
 
 @dataclass
 class _Slots:
-    """Per (prompt, slot): the seeded target unit's node id and position, -1 where none, and
-    which of the target's layers it is in (None for a single layer).
+    """Per prompt, (position when not crossing positions) and row: the seeded target unit's
+    node id and position, -1 where none. Row order is node order within each target layer."""
 
-    Slots are rows when crossing positions, else (position, row); slot order is node order
-    within each layer.
-    """
+    node_id: Int[Tensor, "batch seq_or_1 rows"]
+    pos: Int[Tensor, "batch seq_or_1 rows"]
 
-    node_id: Int[Tensor, "batch slots"]
-    pos: Int[Tensor, "batch slots"]
-    part: Int[Tensor, "batch slots"] | None
+    def rows(self, start: int, stop: int) -> _Slots:
+        return _Slots(self.node_id[..., start:stop], self.pos[..., start:stop])
 
 
 @dataclass
 class _EdgeRun:
-    """Edges sorted by (prompt, target, source); ids are per-prompt node indices. `part`: the
-    target layer of each edge, while a run still holds several."""
+    """Edges sorted by (prompt, target, source); ids are per-prompt node indices."""
 
     prompt: Int[Tensor, " n"]
     source: Int[Tensor, " n"]
     target: Int[Tensor, " n"]
     value: Float[Tensor, " n"]
-    part: Int[Tensor, " n"] | None = None
 
 
 def compute_graph(
@@ -434,36 +430,46 @@ def _shared_inputs(
 def _target(
     model: ComponentModel, result: ForwardResult, names: tuple[str, ...], layers: list[_Layer]
 ) -> _Target:
+    widths = [layer.alive.shape[-1] for layer in layers]
+    bounds = [0, *np.cumsum(widths).tolist()]
     if names == (OUTPUT_LAYER,):
-        return _Target(names, layers[0], result.output, None, None)
+        return _Target(names, layers[0], result.output, None, bounds)
     directions = []
     for name in names:
         components = model.components(name)
         assert isinstance(components, LinearComponents), f"{name} has no input to attribute to"
         directions.append(components.V.T)
     if len(names) == 1:
-        return _Target(names, layers[0], result.inputs[names[0]], directions[0], None)
+        return _Target(names, layers[0], result.inputs[names[0]], directions[0], bounds)
     layer = _Layer(
         torch.cat([layer.alive for layer in layers], -1),
         torch.cat([layer.value for layer in layers], -1),
         torch.cat([layer.node_id for layer in layers], -1),
     )
-    widths = torch.tensor([layer.alive.shape[-1] for layer in layers[:-1]])
-    bounds = widths.cumsum(0).to(layer.alive.device)
     return _Target(names, layer, result.inputs[names[0]], torch.cat(directions), bounds)
 
 
-def _rows(alive: Bool[Tensor, "batch seq C"], per_position: bool) -> tuple[Tensor, ...]:
-    """Alive units (b, s, c) and the backward row each is seeded in.
+def _rows(target: _Target, per_position: bool) -> tuple[tuple[Tensor, ...], list[int]]:
+    """Alive units (b, s, c) and the backward row each is seeded in, and where each target
+    layer's rows begin (a last entry closes the last layer's).
 
-    per_position: units at different positions share rows (rank within (b, s));
-    otherwise each unit of a prompt gets its own row (rank within b).
+    Each layer has rows of its own, so its edges come out in node order. per_position: its
+    units at different positions share rows (rank within (b, s)); otherwise each unit of a
+    prompt gets its own row (rank within b).
     """
-    flat = alive if per_position else alive.flatten(1)
-    rank = flat.long().cumsum(-1) - 1
-    b, s, c = alive.nonzero(as_tuple=True)
-    row = rank.view(alive.shape)[b, s, c]
-    return b, s, c, row
+    units: list[tuple[Tensor, ...]] = []
+    starts = [0]
+    for lo, hi in zip(target.bounds[:-1], target.bounds[1:], strict=True):
+        alive = target.layer.alive[..., lo:hi]
+        flat = alive if per_position else alive.flatten(1)
+        rank = flat.long().cumsum(-1) - 1
+        b, s, c = alive.nonzero(as_tuple=True)
+        row = rank.view(alive.shape)[b, s, c]
+        units.append((b, s, c + lo, row + starts[-1]))
+        starts.append(starts[-1] + (int(row.max()) + 1 if row.numel() else 0))
+    if len(units) == 1:
+        return units[0], starts
+    return tuple(torch.cat(column) for column in zip(*units, strict=True)), starts
 
 
 def _rows_per_chunk(
@@ -513,23 +519,26 @@ def _attribute(
     chunk_bytes: int,
 ) -> list[list[_EdgeRun]]:
     """Edges into each of the target's layers from one group of sources (all crossing
-    positions or none), one sorted run per chunk of rows."""
+    positions or none), one sorted run per layer and chunk of rows."""
     found: list[list[_EdgeRun]] = [[] for _ in target.names]
     crosses = pairs[0].crosses_positions
-    b, s, c, row = _rows(target.layer.alive, per_position=not crosses)
+    (b, s, c, row), starts = _rows(target, per_position=not crosses)
     if row.numel() == 0:
         return found
     names = [p.source for p in pairs]
     causal = {p.source: p.causal for p in pairs}
     leaves = [bank.leaf(name) for name in names]
-    n_rows = int(row.max()) + 1
+    n_rows = starts[-1]
     parts = [bank.parts[name] for name in names]
     rows_per_chunk = _rows_per_chunk(target, parts, crosses, chunk_bytes)
-    order = torch.argsort(row, stable=True)
-    b, s, c, row = b[order], s[order], c[order], row[order]
-    bounds = torch.searchsorted(
-        row, torch.arange(0, n_rows + rows_per_chunk, rows_per_chunk, device=row.device)
-    ).tolist()
+    if rows_per_chunk >= n_rows:
+        bounds = [0, row.numel()]
+    else:
+        order = torch.argsort(row, stable=True)
+        b, s, c, row = b[order], s[order], c[order], row[order]
+        bounds = torch.searchsorted(
+            row, torch.arange(0, n_rows + rows_per_chunk, rows_per_chunk, device=row.device)
+        ).tolist()
     for chunk, start in enumerate(range(0, n_rows, rows_per_chunk)):
         lo, hi = bounds[chunk], bounds[chunk + 1]
         unit = (b[lo:hi], s[lo:hi], c[lo:hi], row[lo:hi] - start)
@@ -541,9 +550,14 @@ def _attribute(
             for joined, grad in _joined(names, grads, bank)
         ]
         slots = _target_slots(target, unit, n_chunk, crosses)
-        run = _chunk_edges(projections, slots, crosses, attr_threshold)
-        for part, piece in enumerate(_split(run, len(target.names))):
-            found[part].append(piece)
+        layer_rows = [
+            (max(first, start) - start, min(last, start + n_chunk) - start)
+            for first, last in zip(starts[:-1], starts[1:], strict=True)
+        ]
+        runs = _chunk_edges(projections, slots, crosses, attr_threshold, layer_rows)
+        for part, run in enumerate(runs):
+            if run is not None:
+                found[part].append(run)
     return found
 
 
@@ -572,17 +586,12 @@ def _target_slots(target: _Target, unit: tuple[Tensor, ...], n_rows: int, crosse
     b, s, c, row = unit
     batch, seq, _ = target.seeded.shape
     node_id = target.layer.node_id[b, s, c]
-    shape = (batch, n_rows) if crosses else (batch, seq, n_rows)
-    index = (b, row) if crosses else (b, s, row)
-    slots = _Slots(node_id.new_full(shape, -1), node_id.new_full(shape, -1), None)
+    shape = (batch, 1, n_rows) if crosses else (batch, seq, n_rows)
+    index = (b, torch.zeros_like(b), row) if crosses else (b, s, row)
+    slots = _Slots(node_id.new_full(shape, -1), node_id.new_full(shape, -1))
     slots.node_id[index] = node_id
     slots.pos[index] = s
-    part = None
-    if target.bounds is not None:
-        part = node_id.new_full(shape, -1)
-        part[index] = torch.bucketize(c, target.bounds, right=True)
-        part = part.view(batch, -1)
-    return _Slots(slots.node_id.view(batch, -1), slots.pos.view(batch, -1), part)
+    return slots
 
 
 def _chunk_edges(
@@ -590,36 +599,44 @@ def _chunk_edges(
     slots: _Slots,
     crosses: bool,
     attr_threshold: float,
-) -> _EdgeRun:
-    """Project each row's gradients onto the alive source units and keep the large values.
+    layer_rows: list[tuple[int, int]],
+) -> list[_EdgeRun | None]:
+    """Project each row's gradients onto the alive source units and keep the large values:
+    one run per target layer (None where the layer has no rows here).
 
-    `projections`: (source, gradient of its leaf, whether causal), sources in node order.
+    `projections`: (source, gradient of its leaf, whether causal), sources in node order;
+    `layer_rows`: each target layer's [start, stop) rows.
     Values are laid out [prompt, source position, row, source slot]. Within positions, the
     sources' slots are side by side in node order, so without crossing (slot = position and
-    row) `nonzero` yields edges sorted by (target, source) within each target layer; crossing
-    runs are sorted by `_merge`. With a positive threshold no masks are needed: padded source
-    slots have weight 0, empty target slots were seeded with zeros, and a causal pair's later
-    source positions get exactly zero gradient, so all of them fall below it.
+    row) `nonzero` yields each layer's edges sorted by (target, source); crossing runs are
+    sorted by `_merge`. With a positive threshold no masks are needed: padded source slots
+    have weight 0, empty target slots were seeded with zeros, and a causal pair's later source
+    positions get exactly zero gradient, so all of them fall below it.
     """
     values = [
         torch.einsum("rbsd,bskd->bsrk", grad, source.direction).mul_(source.weight[:, :, None])
         for source, grad, _ in projections
     ]
-    if crosses:  # per source: no concatenated copy, since crossing runs get sorted anyway
+    if crosses:  # one layer; per source: no concatenated copy, since crossing runs get sorted
         runs = [
             _kept(value, source.node_id, source.valid, slots, causal, attr_threshold)
             for (source, _, causal), value in zip(projections, values, strict=True)
         ]
-        return _cat_runs(runs)
+        return [_cat_runs(runs)]
     sources = [source for source, _, _ in projections]
-    return _kept(
-        values[0] if len(values) == 1 else torch.cat(values, -1),
-        sources[0].node_id if len(sources) == 1 else torch.cat([s.node_id for s in sources], -1),
-        sources[0].valid if len(sources) == 1 else torch.cat([s.valid for s in sources], -1),
-        slots,
-        False,
-        attr_threshold,
-    )
+    value = _cat(values)
+    source_id, valid = _cat([s.node_id for s in sources]), _cat([s.valid for s in sources])
+    return [
+        _kept(value[:, :, lo:hi], source_id, valid, slots.rows(lo, hi), False, attr_threshold)
+        if hi > lo
+        else None
+        for lo, hi in layer_rows
+    ]
+
+
+def _cat(tensors: list[Tensor]) -> Tensor:
+    """Side by side along the last dimension (no copy for one)."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, -1)
 
 
 def _kept(
@@ -631,45 +648,39 @@ def _kept(
     attr_threshold: float,
 ) -> _EdgeRun:
     """The edges among `value` whose magnitude reaches the threshold; slots per row (crossing
-    positions) or per position and row."""
-    batch, seq, n_rows, _ = value.shape
-    crosses = slots.node_id.shape[1] == n_rows
+    positions) or per position and row. Indices come from one flat `nonzero`, and everything
+    is gathered by it from views broadcast to `value`'s shape (cheaper than four index
+    tensors)."""
+    batch, seq, n_rows, width = value.shape
+    crosses = slots.node_id.shape[1] == 1
     keep = value.abs() >= attr_threshold
     if attr_threshold <= 0:
-        target_ok = slots.node_id.view(batch, -1, n_rows) >= 0  # [batch, 1 or seq, rows]
+        target_ok = slots.node_id >= 0  # [batch, 1 or seq, rows]
         if crosses and causal:
             positions = torch.arange(seq, device=value.device)[None, :, None]
-            target_ok = target_ok & (positions <= slots.pos.view(batch, 1, n_rows))
+            target_ok = target_ok & (positions <= slots.pos)
         keep &= target_ok[..., None] & source_valid[:, :, None, :]
-    b, s, r, k = keep.nonzero(as_tuple=True)
-    slot = r if crosses else s * n_rows + r
-    part = None if slots.part is None else slots.part[b, slot]
-    return _EdgeRun(b, source_id[b, s, k], slots.node_id[b, slot], value[b, s, r, k], part)
-
-
-def _split(run: _EdgeRun, n_parts: int) -> list[_EdgeRun]:
-    """A run's edges per target layer (each part keeps its order)."""
-    if run.part is None:
-        return [run]
-    pieces = []
-    for part in range(n_parts):
-        into = run.part == part
-        pieces.append(
-            _EdgeRun(run.prompt[into], run.source[into], run.target[into], run.value[into])
+    flat = keep.flatten().nonzero().squeeze(1)
+    shape = value.shape
+    if batch == 1:
+        prompt = torch.zeros_like(flat)
+    else:
+        prompt = (
+            torch.arange(batch, device=flat.device)[:, None, None, None].expand(shape).take(flat)
         )
-    return pieces
+    source = source_id[:, :, None, :].expand(shape).take(flat)
+    target = slots.node_id[..., None].expand(shape).take(flat)
+    return _EdgeRun(prompt, source, target, value.take(flat))
 
 
 def _cat_runs(runs: list[_EdgeRun]) -> _EdgeRun:
     if len(runs) == 1:
         return runs[0]
-    parts = [r.part for r in runs]
     return _EdgeRun(
         torch.cat([r.prompt for r in runs]),
         torch.cat([r.source for r in runs]),
         torch.cat([r.target for r in runs]),
         torch.cat([r.value for r in runs]),
-        None if any(p is None for p in parts) else torch.cat(parts),  # type: ignore[arg-type]
     )
 
 
