@@ -77,7 +77,7 @@ def activation_contexts(
         tokens = batch.to(model.device)
         with torch.no_grad():
             cached = model(tokens, cache_inputs=True)
-            ci, _ = model.causal_importances(cached.inputs)
+            ci = model.lower_leaky_ci(cached.inputs)
         predicted = cached.output.argmax(-1).cpu()
         flat_tokens = tokens.cpu()
         token_counts += torch.bincount(flat_tokens.flatten(), minlength=vocab_size)

@@ -175,7 +175,7 @@ def compute_graphs(
 
     with torch.no_grad():
         cached = model(tokens, cache_inputs=True)
-        ci, _ = model.causal_importances(cached.inputs)
+        ci = model.lower_leaky_ci(cached.inputs)
     if mode == "ci_masked":
         masks, deltas = ci, None
     else:
@@ -378,14 +378,20 @@ def _padded(leaf: Float[Tensor, "batch seq d"], parts: list[_SourceParts]) -> _S
         node_id = torch.cat([part.layer.node_id for part in parts], -1)
         weight = torch.cat([part.weight for part in parts], -1)
         directions = torch.cat([part.directions for part in parts])
-    width = int(alive.sum(-1).max()) if alive.numel() else 0
-    order = alive.to(torch.uint8).argsort(dim=-1, descending=True, stable=True)[..., :width]
+    counts = alive.sum(-1)
+    width = int(counts.max()) if alive.numel() else 0
+    b, s, c = alive.nonzero(as_tuple=True)
+    rank = alive.cumsum(-1)[b, s, c] - 1
+    order = torch.zeros((*alive.shape[:-1], width), dtype=torch.long, device=alive.device)
+    order[b, s, rank] = c  # slots past a position's count keep component 0, with weight 0
+    valid = torch.arange(width, device=alive.device) < counts[..., None]
     if directions.ndim == 2:
-        direction = directions[order]
+        direction = directions.index_select(0, order.flatten()).view(
+            *order.shape, directions.shape[-1]
+        )
     else:
         index = order[..., None].expand(*order.shape, directions.shape[-1])
         direction = directions.gather(-2, index)
-    valid = alive.gather(-1, order)
     return _Source(
         leaf=leaf,
         valid=valid,

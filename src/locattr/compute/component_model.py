@@ -395,15 +395,23 @@ class ComponentModel(nn.Module):
         Always continuous: `binomial` sampling only randomises training, and an inference
         graph whose alive set changed on every call would be useless.
         """
-        lower: dict[str, Tensor] = {}
-        upper: dict[str, Tensor] = {}
+        pre = self._pre_sigmoid(inputs)
+        return (
+            {p: self._lower(v) for p, v in pre.items()},
+            {p: self._upper(v) for p, v in pre.items()},
+        )
+
+    def lower_leaky_ci(self, inputs: Mapping[str, Tensor]) -> dict[str, Float[Tensor, "... C"]]:
+        """The lower-leaky CI alone: what decides which units are alive and what they weigh."""
+        return {p: self._lower(v) for p, v in self._pre_sigmoid(inputs).items()}
+
+    def _pre_sigmoid(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        pre: dict[str, Tensor] = {}
         for path in self.module_paths:
             x = inputs[path]
             ci_input = self.components(path).inner_acts(x) if self.config.ci_fn_type == "mlp" else x
-            pre_sigmoid = self.ci_fn(path)(ci_input)
-            lower[path] = self._lower(pre_sigmoid)
-            upper[path] = self._upper(pre_sigmoid)
-        return lower, upper
+            pre[path] = self.ci_fn(path)(ci_input)
+        return pre
 
     @property
     def device(self) -> torch.device:

@@ -68,7 +68,7 @@ def decomposition_metrics(
     cis: dict[str, list[Tensor]] = {path: [] for path in model.module_paths}
     for batch in windows.split(batch_size):
         cached = model(batch, cache_inputs=True)
-        lower, _ = model.causal_importances(cached.inputs)
+        lower = model.lower_leaky_ci(cached.inputs)
         masked = model(batch, masks=lower)
         kl_sum += kl_to_target(masked.output, cached.output).item() * batch.numel()
         for path, ci in lower.items():
