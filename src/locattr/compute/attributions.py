@@ -303,7 +303,7 @@ def _index_nodes(
     for name in names:
         flat = alive[name].flatten(1).long()
         local = flat.cumsum(1) - 1 + offset[:, None]
-        node_id = torch.where(flat.bool(), local, -1).view(alive[name].shape)
+        node_id = torch.where(flat.bool(), local, -1).to(torch.int32).view(alive[name].shape)
         layers[name] = _Layer(alive[name], values[name], node_id)
         offset = offset + flat.sum(1)
     return layers, int(offset.max())
@@ -470,7 +470,7 @@ def _rows(target: _Target, per_position: bool) -> tuple[tuple[Tensor, ...], list
         flat = alive if per_position else alive.flatten(1)
         rank = flat.long().cumsum(-1) - 1
         b, s, c = alive.nonzero(as_tuple=True)
-        row = rank.view(alive.shape)[b, s, c]
+        row = rank.view(alive.shape)[alive]  # nonzero's order
         units.append((b, s, c + lo, row + starts[-1]))
         starts.append(starts[-1] + (int(row.max()) + 1 if row.numel() else 0))
     if len(units) == 1:
@@ -498,7 +498,7 @@ def _seeds(
     if target.direction is None:
         seeds[row, b, s, c] = 1
     else:
-        seeds[row, b, s] = target.direction[c]
+        seeds[row, b, s] = target.direction.index_select(0, c)
     return seeds
 
 
@@ -596,7 +596,7 @@ def _target_slots(target: _Target, unit: tuple[Tensor, ...], n_rows: int, crosse
     index = (b, torch.zeros_like(b), row) if crosses else (b, s, row)
     slots = _Slots(node_id.new_full(shape, -1), node_id.new_full(shape, -1))
     slots.node_id[index] = node_id
-    slots.pos[index] = s
+    slots.pos[index] = s.to(slots.pos.dtype)
     return slots
 
 
@@ -697,7 +697,10 @@ def _merge(runs: list[_EdgeRun], n_nodes: int) -> _EdgeRun:
     key = (run.prompt * stride + run.target) * stride + run.source
     if bool((key[1:] < key[:-1]).any()):
         order = torch.sort(key).indices
-        run = _EdgeRun(run.prompt[order], run.source[order], run.target[order], run.value[order])
+        prompt, source, target, value = (
+            t.index_select(0, order) for t in (run.prompt, run.source, run.target, run.value)
+        )
+        run = _EdgeRun(prompt, source, target, value)
     return run
 
 
