@@ -754,15 +754,25 @@ def _edges_by_prompt(
     if not edges:
         empty = np.zeros(0, dtype=np.int32)
         return empty, empty, empty.astype(np.float32), [0] * (batch + 1)
-    prompt = torch.cat([run.prompt for run in edges])
-    source = torch.cat([run.source.to(torch.int32) for run in edges])
-    target = torch.cat([run.target.to(torch.int32) for run in edges])
-    value = torch.cat([run.value.float() for run in edges])
-    if batch > 1:
-        order = torch.sort(prompt, stable=True).indices
-        source, target, value = source[order], target[order], value[order]
-    counts = torch.bincount(prompt, minlength=batch).cumsum(0).tolist()
-    return _to_host(source), _to_host(target), _to_host(value), [0, *counts]
+    # Each run is sorted by prompt first: cut it into per-prompt slices and put those in order.
+    counts = torch.stack([torch.bincount(run.prompt, minlength=batch) for run in edges])
+    ends = counts.cumsum(1).tolist()
+    pieces = [
+        (run, ends[i][b - 1] if b else 0, ends[i][b])
+        for b in range(batch)
+        for i, run in enumerate(edges)
+    ]
+    source, target, value = (
+        torch.cat([getattr(run, column)[lo:hi] for run, lo, hi in pieces])
+        for column in ("source", "target", "value")
+    )
+    bounds = counts.sum(0).cumsum(0).tolist()
+    return (
+        _to_host(source.to(torch.int32)),
+        _to_host(target.to(torch.int32)),
+        _to_host(value.float()),
+        [0, *bounds],
+    )
 
 
 def _to_host(tensor: Tensor) -> np.ndarray:
