@@ -229,6 +229,32 @@ def test_leaf_outputs_forward_is_the_masked_forward(
     assert torch.allclose(grad_acts, projected, rtol=1e-10, atol=1e-12)
 
 
+def test_prefix_forward_reusing_known_leaves(write_spd_run: Callable[[RunSpec], Path]) -> None:
+    """A forward over the first positions that takes its leaves from the whole prompt's forward
+    computes what one of its own does, and only the asked-for leaves take gradients."""
+    run = _load64(write_spd_run, RunSpec(arch="LlamaSimple"))
+    model, tokens = run.model, torch.tensor([TOKENS], device=run.device)
+    with torch.no_grad():
+        ci = model.lower_leaky_ci(model(tokens, cache_inputs=True).inputs)
+    stop, path = 4, model.module_paths[1]
+    short = {p: m[:, :stop] for p, m in ci.items()}
+    with torch.enable_grad():
+        full = model(tokens, masks=ci, leaf_outputs=True)
+        own = model(tokens[:, :stop], masks=short, leaf_outputs=True)
+        reused = model(
+            tokens[:, :stop],
+            masks=short,
+            leaf_outputs=True,
+            known_outputs=full.outputs,
+            grad_leaves={path},
+        )
+    assert torch.allclose(reused.output, own.output, rtol=1e-12, atol=1e-12)
+    for name in model.module_paths:
+        assert torch.allclose(reused.inputs[name], own.inputs[name], rtol=1e-12, atol=1e-12)
+        assert torch.equal(reused.outputs[name], full.outputs[name][:, :stop])
+        assert reused.outputs[name].requires_grad == (name == path)
+
+
 def test_graphs_come_out_valid_and_canonical(write_spd_run: Callable[[RunSpec], Path]) -> None:
     """compute builds graphs unchecked (`Graph.trusted`); the checked constructor must agree."""
     run = load_run(write_spd_run(RunSpec(arch="LlamaSimple")), TEST_DEVICE)

@@ -18,6 +18,11 @@ at s): rows = the most alive units at any one position. For sources that mix pos
 o), one row seeds one alive (position, component) unit per prompt. Prompts of a batch share rows.
 Rows are chunked so each chunk's tensors stay within `chunk_bytes`.
 
+Sharing. Target layers that read the very same input tensor (an attention block's q, k and v)
+share one backward, each with rows of its own. Sources whose gradients autograd hands over as one
+tensor (every writer to the residual stream gets the stream's gradient) are projected together,
+their alive units side by side, in one product.
+
 Prefixes. A row of a position-crossing pair reaches back only to its target's position when
 the pairs are causal, and attention's backward costs grow with the square of the length, so
 those targets go in blocks of positions, each over a forward of just the prefix that holds it
@@ -619,10 +624,7 @@ def _chunk_edges(
     have weight 0, empty target slots were seeded with zeros, and a causal pair's later source
     positions get exactly zero gradient, so all of them fall below it.
     """
-    values = [
-        torch.einsum("rbsd,bskd->bsrk", grad, source.direction).mul_(source.weight[:, :, None])
-        for source, grad, _ in projections
-    ]
+    values = [component_grads(grad, source) for source, grad, _ in projections]
     if crosses:  # one layer; per source: no concatenated copy, since crossing runs get sorted
         runs = [
             _kept(value, source.node_id, source.valid, slots, causal, attr_threshold)
@@ -638,6 +640,14 @@ def _chunk_edges(
         else None
         for lo, hi in layer_rows
     ]
+
+
+def component_grads(
+    grad: Float[Tensor, "rows batch seq d"], source: _Source
+) -> Float[Tensor, "batch seq rows K"]:
+    """The last product of the batched backward: each row's gradient w.r.t. the alive source
+    units' activations (times their weight), from its gradient w.r.t. their output."""
+    return torch.einsum("rbsd,bskd->bsrk", grad, source.direction).mul_(source.weight[:, :, None])
 
 
 def _cat(tensors: list[Tensor]) -> Tensor:

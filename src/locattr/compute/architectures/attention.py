@@ -73,7 +73,7 @@ class _CausalAttention(torch.autograd.Function):
             grads = tuple(
                 _functorch._add_batch_dim(g, dim, level) for g, dim in zip(grads, dims, strict=True)
             )
-        elif _functorch.maybe_get_level(grad) == -1:  # a plain backward: one row
+        elif _FUNCTORCH_INTERNALS and _functorch.maybe_get_level(grad) == -1:  # one plain row
             grads, dims = attention_grads(grad[None], *saved, ctx.scale, with_q)
             grads = tuple(g.select(dim, 0) for g, dim in zip(grads, dims, strict=True))
         else:  # nested transforms: autograd's products, batched op by op
@@ -81,12 +81,26 @@ class _CausalAttention(torch.autograd.Function):
         return grads if with_q else (None, *grads)
 
 
+_FUNCTORCH_INTERNALS = all(
+    hasattr(_functorch, name)
+    for name in (
+        "is_batchedtensor",
+        "get_unwrapped",
+        "maybe_get_level",
+        "maybe_get_bdim",
+        "_add_batch_dim",
+    )
+)
+"""The private functorch calls this backward relies on to tell batched rows from a plain one;
+without them it always takes the generic path (correct, slower)."""
+
+
 def _vmapped_rows(grad: Tensor, saved: tuple[Tensor, ...]) -> tuple[Tensor, int, int] | None:
     """(rows as a plain tensor, their dimension, the vmap level) when `grad` is batched by one
     `vmap` level over plain saved tensors: the batched backward of attribution. The rows are then
     handled as one tensor, not op by op through functorch (whose own hook for this, a custom
     `vmap` rule, cost ~1 ms per call in Python)."""
-    if not _functorch.is_batchedtensor(grad):
+    if not _FUNCTORCH_INTERNALS or not _functorch.is_batchedtensor(grad):
         return None
     physical = _functorch.get_unwrapped(grad)
     if any(_functorch.maybe_get_level(t) != -1 for t in (physical, *saved)):
