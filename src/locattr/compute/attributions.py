@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -72,6 +73,11 @@ class _SourceParts:
     layer: _Layer
     weight: Float[Tensor, "batch seq C"]
     directions: Float[Tensor, "C d"] | Float[Tensor, "batch seq C d"]
+
+    @cached_property
+    def width(self) -> int:
+        """The most alive units at any one position."""
+        return int(self.layer.alive.sum(-1).max()) if self.layer.alive.numel() else 0
 
 
 @dataclass
@@ -488,7 +494,7 @@ def _rows_per_chunk(
 ) -> int:
     """Rows whose seeds, gradients and projected values fit `chunk_bytes` (roughly)."""
     batch, seq, width = target.seeded.shape
-    widths = [int(part.layer.alive.sum(-1).max()) for part in sources]
+    widths = [part.width for part in sources]
     projected = seq * sum(widths) if crosses else sum(widths)
     per_row = seq * (width + sum(part.directions.shape[-1] for part in sources)) + 3 * projected
     row_bytes = _ROW_BYTES_FACTOR * batch * per_row * target.seeded.element_size()
