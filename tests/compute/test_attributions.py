@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from locattr.compute import LoadedRun, compute_graph, compute_graphs, load_run
+from locattr.compute import LoadedRun, attributions, compute_graph, compute_graphs, load_run
 from locattr.graph import OUTPUT_LAYER, WTE_LAYER, Graph
 
 from .reference import reference_graph
@@ -278,11 +278,17 @@ PROMPT_24 = [(7 * i + 3) % 32 for i in range(24)]
 
 @pytest.mark.parametrize(("arch", "threshold"), [("GPT2Simple", 1e-4), ("LlamaSimple", 0.0)])
 def test_position_blocks_over_prefix_forwards(
-    write_spd_run: Callable[[RunSpec], Path], arch: str, threshold: float
+    write_spd_run: Callable[[RunSpec], Path],
+    monkeypatch: pytest.MonkeyPatch,
+    arch: str,
+    threshold: float,
 ) -> None:
-    """24 positions: the k/v -> o edges come from three blocks of target positions, each over
-    its own prefix forward; batched prompts share the blocks. Threshold 0 keeps every
-    candidate, so the masks (not exact zeros) must exclude padding and later positions."""
+    """24 positions in blocks of 8 (shorter than the default, to keep the reference quick): the
+    k/v -> o edges come from three blocks of target positions, each over its own prefix
+    forward; batched prompts share the blocks. Threshold 0 keeps every candidate, so the masks
+    (not exact zeros) must exclude padding and later positions."""
+    monkeypatch.setattr(attributions, "_MIN_BLOCK_POSITIONS", 8)
+    assert attributions._position_blocks(len(PROMPT_24), causal=True) == [(0, 8), (8, 16), (16, 24)]
     run = _load64(write_spd_run, RunSpec(arch=arch, block_size=32))  # type: ignore[arg-type]
     assert sum(p.crosses_positions and p.causal for p in run.structure.pairs) > 0
     prompts = [PROMPT_24, PROMPT_24[::-1]]
@@ -293,9 +299,12 @@ def test_position_blocks_over_prefix_forwards(
         assert graph.same_as(reference, rtol=1e-9, atol=1e-12)
 
 
-def test_model_not_causal_outside_the_pairs(write_spd_run: Callable[[RunSpec], Path]) -> None:
+def test_model_not_causal_outside_the_pairs(
+    write_spd_run: Callable[[RunSpec], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Token embeddings mixed with later positions before any decomposed layer: the pairs still
     look causal, but a prefix forward no longer reproduces the prompt's, so no prefix is used."""
+    monkeypatch.setattr(attributions, "_MIN_BLOCK_POSITIONS", 8)
     run = _load64(write_spd_run, RunSpec(block_size=32))
     target = run.model.target_model
     assert isinstance(target.wte, torch.nn.Embedding)
