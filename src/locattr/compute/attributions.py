@@ -24,9 +24,10 @@ tensor (every writer to the residual stream gets the stream's gradient) are proj
 their alive units side by side, in one product.
 
 Prefixes. A row of a position-crossing pair reaches back only to its target's position when
-the pairs are causal, and attention's backward costs grow with the square of the length, so
-those targets go in blocks of positions, each over a forward of just the prefix that holds it
-(checked against the full forward: a model that is not causal elsewhere gets one block).
+the pairs are causal, and attention's backward costs grow with the length (autograd's with its
+square), so those targets go in blocks of positions, each over a forward of just the prefix
+that holds it, which reuses the full forward's leaves (checked against the full forward: a
+model that is not causal elsewhere gets one block).
 """
 
 from __future__ import annotations
@@ -255,7 +256,7 @@ def compute_graphs(
             runs[name] += target_runs
     # Position-crossing pairs, a block of target positions at a time, each over the shortest
     # prefix forward that holds it: a seed at position s reaches only positions <= s, and
-    # attention's backward costs grow with the square of the length.
+    # attention's backward costs grow with the length (autograd's with its square).
     causal = all(p.causal for pairs in crossing.values() for p in pairs)
     needed = {p.source for pairs in crossing.values() for p in pairs}
     blocks = _position_blocks(seq if crossing else 0, causal)

@@ -137,11 +137,7 @@ def attention_grads(
     grad_probs = torch.einsum("rbhd,bthd->rbht", grad_at, v)
     grad_scores = probs_at * (grad_probs - (grad_probs * probs_at).sum(-1, keepdim=True))
     query = scaled_q[prompt, position]  # [rows, batch, head, hd]
-    # [batch, seq, rows, head, 1] * [batch, 1, rows, head, hd]
-    grad_v = probs_at.permute(1, 3, 0, 2).contiguous()[..., None] * grad_at.transpose(0, 1)[:, None]
-    grad_k = (
-        grad_scores.permute(1, 3, 0, 2).contiguous()[..., None] * query.transpose(0, 1)[:, None]
-    )
+    grad_v, grad_k = _outer(probs_at, grad_at), _outer(grad_scores, query)
     if not with_q:
         return (grad_k, grad_v), (2, 2)
     grad_q = grad.new_zeros(grad.shape)
@@ -153,6 +149,7 @@ def attention_grads(
 def _outer(
     weight: Float[Tensor, "rows batch head seq"], vector: Float[Tensor, "rows batch head hd"]
 ) -> Float[Tensor, "batch seq rows head hd"]:
+    """[batch, seq, rows, head, 1] * [batch, 1, rows, head, hd]."""
     return weight.permute(1, 3, 0, 2).contiguous()[..., None] * vector.transpose(0, 1)[:, None]
 
 
