@@ -46,6 +46,7 @@ from locattr.compute.component_model import ComponentModel, ForwardResult
 from locattr.compute.components import LinearComponents
 from locattr.compute.run_loading import LoadedRun
 from locattr.compute.structure import LayerPair
+from locattr.compute.vjp import batched_grad
 from locattr.graph import OUTPUT_LAYER, WTE_LAYER, Graph
 
 AttributionMode = Literal["ci_masked", "target"]
@@ -515,21 +516,6 @@ def _seeds(
     else:
         seeds[row, b, s] = target.direction.index_select(0, c)
     return seeds
-
-
-def batched_grad(
-    seeded: Tensor, leaves: list[Tensor], seeds: Float[Tensor, "rows ..."]
-) -> tuple[Tensor, ...]:
-    """The batched backward pass: one vector-Jacobian product per leading row of `seeds`.
-
-    `torch.func.vmap` rather than `is_grads_batched` (the legacy vmap), which runs softmax and
-    masked-fill backward once per row in a Python-level loop.
-    """
-
-    def vjp(seed: Tensor) -> tuple[Tensor, ...]:
-        return torch.autograd.grad(seeded, leaves, grad_outputs=seed, retain_graph=True)
-
-    return torch.func.vmap(vjp)(seeds)
 
 
 def _attribute(

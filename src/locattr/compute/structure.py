@@ -16,6 +16,7 @@ from jaxtyping import Int
 from torch import Tensor, nn
 
 from locattr.compute.component_model import ComponentModel
+from locattr.compute.vjp import batched_grad
 from locattr.graph import OUTPUT_LAYER, WTE_LAYER
 
 PROBE_SEQ_LEN = 6
@@ -99,7 +100,7 @@ def discover_structure(model: ComponentModel, tokens: Tensor | None = None) -> S
         seeds = torch.zeros((seq, *out.shape), device=out.device, dtype=out.dtype)
         positions = torch.arange(seq, device=out.device)
         seeds[positions, 0, positions] = probe[0]
-        grads = _batched_vjp(out, [leaves[s] for s in sources], seeds)
+        grads = batched_grad(out, [leaves[s] for s in sources], seeds)
         for source, grad in zip(sources, grads, strict=True):
             dependence = grad[:, 0].abs().flatten(2).amax(-1) > 0
             off_diagonal = dependence & ~torch.eye(seq, dtype=torch.bool, device=out.device)
@@ -107,13 +108,3 @@ def discover_structure(model: ComponentModel, tokens: Tensor | None = None) -> S
             causal = not bool(off_diagonal.triu().any())
             pairs.append(LayerPair(source, target, crosses, causal))
     return Structure(layers=layers, pairs=tuple(pairs), has_wte=has_wte)
-
-
-def _batched_vjp(out: Tensor, inputs: list[Tensor], seeds: Tensor) -> tuple[Tensor, ...]:
-    """One vector-Jacobian product per leading row of `seeds` (functorch's vmap, which honours
-    the batching rules of custom autograd functions; the legacy `is_grads_batched` does not)."""
-
-    def vjp(seed: Tensor) -> tuple[Tensor, ...]:
-        return torch.autograd.grad(out, inputs, grad_outputs=seed, retain_graph=True)
-
-    return torch.func.vmap(vjp)(seeds)
