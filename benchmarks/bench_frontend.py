@@ -1,10 +1,12 @@
 """Frontend benchmark: the built page in headless Chromium (Debian's) against `locattr serve`.
 
 First render of a 50,000-edge graph (the original system's real model size: 4 blocks, C 1200,
-32 tokens, pruned on the server to the 50,000 strongest edges) from the moment its JSON is parsed
-until the frame that shows it, against the original page's method (one SVG string per render)
-on the same data in the same browser; hover response (hit test, highlight, card) per pointer
-move; and a screenshot of the demo graph for the docs.
+32 tokens, with the input-token and prediction rows `locattr-generate` stores, pruned on the
+server to the 50,000 strongest edges) from the moment its JSON is parsed until the frame that
+shows it, against the original page's method (one SVG string per render) on the same data in the
+same browser; hover response over nodes (hit test, highlight, card) and over edges (edge hit
+test, highlight, edge card) per pointer move, the edge hit test against the SVG page's own
+(`elementFromPoint` over its 50,000 lines); and a screenshot of the demo graph for the docs.
 
     python -m benchmarks.bench_frontend [--quick] [--screenshot docs/demo-graph.png]
 """
@@ -59,7 +61,17 @@ SVG_RENDER = """async ([url, edges]) => {
     document.body.replaceChildren(host);
     host.innerHTML = parts.join('');
     await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
-    return [performance.now() - started, graph.edges.length];
+    const elapsed = performance.now() - started;
+    // the SVG page's own hit test: the browser's, at points on its lines
+    const lines = host.querySelectorAll('line');
+    const hits = [];
+    for (let k = 0; k < 100; k++) {
+        const line = lines[(k * 7919) % lines.length].getBoundingClientRect();
+        const t0 = performance.now();
+        document.elementFromPoint(line.left + line.width / 2, line.top + line.height / 2);
+        hits.push(performance.now() - t0);
+    }
+    return [elapsed, graph.edges.length, hits];
 }"""
 
 
@@ -72,7 +84,7 @@ def chromium() -> str:
 
 def build_database(path: Path, rng: np.random.Generator) -> int:
     """One prompt whose stored graph has the original's real size (~130,000 edges here)."""
-    shape = replace(Shape(), keep_fraction=0.05)
+    shape = replace(Shape(), keep_fraction=0.05, outputs_per_position=3)
     graph = synthetic_graph(shape, rng)
     with LocalAttrDB(path) as db:
         db.register_layers({name: shape.n_components for name in shape.layers})
@@ -101,8 +113,11 @@ def first_render(browser: Browser, url: str) -> dict[str, float]:
     return result
 
 
-def hover_times(browser: Browser, url: str, moves: int) -> tuple[list[float], list[float]]:
-    """ms per pointer move over nodes (hit test + highlight + card), and per highlight draw."""
+def hover_times(
+    browser: Browser, url: str, moves: int
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    """ms per pointer move over nodes (hit test + highlight + card), per highlight draw, per
+    pointer move over edges (both hit tests + highlight + edge card) and per edge hit test."""
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.goto(f"{url}/?prompt=1&top_k={EDGES}")
     page.wait_for_function("(window.locattr?.timings().render_painted ?? []).length > 0")
@@ -113,39 +128,59 @@ def hover_times(browser: Browser, url: str, moves: int) -> tuple[list[float], li
     for i in picks:
         page.mouse.move(nodes[i]["x"], nodes[i]["y"])
     result = timings(page)
+    edges: list[dict[str, Any]] = page.evaluate(f"window.locattr.shownEdges({moves})")
+    assert len(edges) >= moves // 3, f"only {len(edges)} edges can be hovered apart from nodes"
+    page.evaluate("window.locattr.clearTimings()")
+    for edge in edges:
+        page.mouse.move(edge["x"], edge["y"])
+    edge_result = timings(page)
     page.close()
-    return result.get("hover", []), result.get("composite", [])
+    return (
+        result.get("hover", []),
+        result.get("composite", []),
+        edge_result.get("edge_hover", []),
+        edge_result.get("edge_hit", []),
+    )
 
 
-def svg_render(browser: Browser, url: str) -> float:
+def svg_render(browser: Browser, url: str) -> tuple[float, list[float]]:
+    """ms to render the SVG page, and ms per hit test in it."""
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.goto(f"{url}/api/health")
-    ms, n = page.evaluate(SVG_RENDER, [f"{url}/api/prompt/1?top_k={EDGES}", EDGES])
+    ms, n, hits = page.evaluate(SVG_RENDER, [f"{url}/api/prompt/1?top_k={EDGES}", EDGES])
     assert n == EDGES
     page.close()
-    return float(ms)
+    return float(ms), [float(h) for h in hits]
 
 
 def screenshot(browser: Browser, out: Path, tmp: Path) -> None:
-    """The demo database's first prompt, one component pinned and another hovered."""
+    """The demo database's first prompt at 1280x800: one component pinned, one node selected
+    (its card and edges in the side panel) and another hovered."""
     db = tmp / "demo.db"
     generate = str(Path(sys.executable).with_name("locattr-generate"))
     subprocess.run(
-        [generate, "--model", "demo", "--output", str(db), "--n-prompts", "3", "--n-ctx", "20"],
+        [generate, "--model", "demo", "--output", str(db), "--n-prompts", "3", "--n-ctx", "32"],
         check=True,
         capture_output=True,
     )
     port = free_port()
     server = start_server(db, port)
     try:
-        page = browser.new_page(viewport={"width": 1400, "height": 860})
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
         page.goto(f"http://127.0.0.1:{port}/?prompt=1")
         page.wait_for_function("window.locattr?.shownNodes().length > 0")
         nodes: list[dict[str, Any]] = page.evaluate("window.locattr.shownNodes()")
         mlp = [n for n in nodes if ".mlp." in n["key"]]
-        pinned = mlp[len(mlp) // 3]
-        hovered = max(mlp, key=lambda n: n["x"] - n["y"])  # top right: the card opens leftwards
+        pinned, selected = mlp[len(mlp) // 3], mlp[len(mlp) // 2]
+        page.keyboard.down("Shift")
         page.mouse.click(pinned["x"], pinned["y"])
+        page.keyboard.up("Shift")
+        page.mouse.click(selected["x"], selected["y"])
+        page.get_by_test_id("selected-card").locator(".stats").wait_for()
+        nodes = page.evaluate("window.locattr.shownNodes()")
+        hovered = max(
+            (n for n in nodes if ".mlp." in n["key"]), key=lambda n: n["x"] - n["y"]
+        )  # top right: the card opens leftwards
         page.mouse.move(hovered["x"], hovered["y"])
         page.get_by_test_id("node-card").locator(".stats").wait_for()
         page.wait_for_timeout(300)
@@ -182,8 +217,8 @@ def main(argv: list[str] | None = None) -> None:
                 browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
                 first_render(browser, url)  # warm the server's caches and the browser
                 renders = [first_render(browser, url) for _ in range(loads)]
-                svg = [svg_render(browser, url) for _ in range(loads)]
-                hover, composite = hover_times(browser, url, moves)
+                svg_runs = [svg_render(browser, url) for _ in range(loads)]
+                hover, composite, edge_hover, edge_hit = hover_times(browser, url, moves)
                 started = time.perf_counter()
                 screenshot(browser, args.screenshot, tmp)
                 shot_s = time.perf_counter() - started
@@ -194,11 +229,19 @@ def main(argv: list[str] | None = None) -> None:
 
     drawn = statistics.median(r["render"] for r in renders)
     painted = statistics.median(r["render_painted"] for r in renders)
-    svg_ms = statistics.median(svg)
+    svg_ms = statistics.median(ms for ms, _ in svg_runs)
+    svg_hits = [hit for _, hits in svg_runs for hit in hits]
+    edge_p95 = float(np.percentile(edge_hover, 95))
+    edge_hit_p95 = float(np.percentile(edge_hit, 95))
+    svg_hit_p95 = float(np.percentile(svg_hits, 95))
     hover_p50 = statistics.median(hover)
     hover_p95 = float(np.percentile(hover, 95))
     rows = [
-        ("graph", f"{EDGES:,} of {stored:,} stored edges (top-K on the server), 24 layers x 32"),
+        (
+            "graph",
+            f"{EDGES:,} of {stored:,} stored edges (top-K on the server), "
+            "24 layers + inputs and predictions x 32 positions",
+        ),
         ("first render: parsed JSON -> drawn", f"{drawn:.0f} ms (median of {loads} loads)"),
         ("first render: parsed JSON -> next frame", f"{painted:.0f} ms"),
         ("original method (SVG string) -> frame", f"{svg_ms:.0f} ms -> {svg_ms / painted:.1f}x"),
@@ -208,6 +251,15 @@ def main(argv: list[str] | None = None) -> None:
             f"max {max(hover):.1f} ms ({len(hover)} moves)",
         ),
         ("highlight draw alone", f"p50 {statistics.median(composite):.1f} ms"),
+        (
+            "edge hover per pointer move",
+            f"p50 {statistics.median(edge_hover):.1f} ms, p95 {edge_p95:.1f} ms "
+            f"({len(edge_hover)} moves)",
+        ),
+        (
+            "edge hit test alone vs SVG page's",
+            f"p95 {edge_hit_p95:.2f} ms vs {svg_hit_p95:.2f} ms (elementFromPoint)",
+        ),
         ("demo screenshot", f"{args.screenshot} ({shot_s:.0f} s)"),
     ]
     width = max(len(name) for name, _ in rows)
@@ -216,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:<{width}}  {value}")
     print(f"FIGURE frontend_render_ms {painted:.3g}")
     print(f"FIGURE frontend_hover_ms {hover_p95:.3g}")
+    print(f"FIGURE frontend_edge_hover_ms {edge_p95:.3g}")
 
 
 if __name__ == "__main__":

@@ -1,38 +1,39 @@
-// The page: mode toggle, prompt browser, controls, the graph, hover card, pins and search.
-import { Api, ApiError, type Meta, type PromptGraph, type PromptSummary, type SearchResult } from "./api/client";
+// The page: wires the panels to one view-state store, loads data (Database or File mode) and
+// turns the loaded graph plus the state into the scene the graph view draws.
+import { Api, type Meta, type PromptGraph } from "./api/client";
 import { ComponentStore } from "./components";
+import { naturalLayerOrder } from "./graph/layout";
 import { parseGraphFile, toGraphData, toGraphFile, type GraphData } from "./graph/data";
-import { filterGraph, type FilterOptions } from "./graph/filter";
-import { fitLayout, naturalLayerOrder } from "./graph/layout";
-import { GraphRenderer, type Scene } from "./graph/renderer";
+import { filterGraph } from "./graph/filter";
+import { fitLayout, orderRows } from "./graph/layout";
+import type { Highlight, Scene } from "./graph/renderer";
+import { graphSvg } from "./graph/svg";
+import { traceGraph } from "./graph/trace";
+import { LIMITS, SIZES } from "./limits";
+import { Controls } from "./panels/controls";
+import { GraphView } from "./panels/graphView";
+import { PinsPanel } from "./panels/pins";
+import { PromptList, isMissing } from "./panels/prompts";
+import { PromptText } from "./panels/promptText";
+import { SearchPanel } from "./panels/search";
+import { SelectionPanel } from "./panels/selection";
 import { record } from "./perf";
+import { ViewStore } from "./state";
 import { componentCard, type HereInfo } from "./ui/card";
-import { append, format, h, replace, showToken } from "./ui/dom";
-import { readUrl, writeUrl, type ViewState } from "./url";
+import { h } from "./ui/dom";
+import { edgeCardContent, nodeEdgesSection, pseudoNodeCard } from "./ui/graphCards";
+import { readUrl, type ViewState } from "./url";
 
 type Mode = "db" | "file";
-type SearchMode = "all" | "any" | "same";
-
-const PROMPT_PAGE = 50;
-const SEARCH_PAGE = 20;
 
 interface Loaded {
   raw: PromptGraph;
   data: GraphData;
-}
-
-interface SearchState {
-  keys: string[];
-  mode: SearchMode;
-  results: SearchResult[];
-  count: number;
-  next: string | null;
-  active: number;
-  unknown: string[];
+  /** Node index by `key@pos`. */
+  index: Map<string, number>;
 }
 
 function message(error: unknown): string {
-  if (error instanceof ApiError) return error.message;
   return error instanceof Error ? error.message : String(error);
 }
 
@@ -52,43 +53,64 @@ function download(blob: Blob, name: string): void {
 export class App {
   private mode: Mode;
   private readonly api = new Api("");
+  private readonly store: ViewStore;
+  private readonly components = new ComponentStore();
   private meta: Meta | null = null;
   private layerOrder: string[] = [];
-  private view: ViewState;
-  private pinned: ReadonlySet<string>;
   private loaded: Loaded | null = null;
   private scene: Scene | null = null;
-  private keyNodes = new Map<string, number[]>();
-  private hover: { node: number; key: string } | null = null;
+  private hover: { node: number; key: string } | { edge: number } | null = null;
   private promptRequest: AbortController | null = null;
-  private prompts: PromptSummary[] = [];
-  private promptsNext: string | null = null;
-  private promptCount = 0;
-  private search: SearchState | null = null;
-  private readonly components = new ComponentStore();
-  private readonly renderer: GraphRenderer;
-  private readonly el;
+  private fileName = "";
+  private readonly root: HTMLElement;
+  private readonly graph: GraphView;
+  private readonly prompts: PromptList;
+  private readonly search: SearchPanel;
+  private readonly controls: Controls;
+  private readonly pins: PinsPanel;
+  private readonly selection: SelectionPanel;
+  private readonly promptText: PromptText;
+  private readonly top: { modeDb: HTMLButtonElement; modeFile: HTMLButtonElement; fileLabel: HTMLElement; dbStatus: HTMLElement; apiDocs: HTMLElement };
+  private readonly dbPanels: HTMLElement;
+  private readonly dbOnly: HTMLElement;
 
   constructor(root: HTMLElement) {
-    this.view = readUrl(location.search);
-    this.pinned = new Set(this.view.pinned);
+    const parsed = readUrl(location.search);
+    this.store = new ViewStore(parsed.state);
     this.mode = location.protocol === "file:" ? "file" : "db";
-    this.el = this.build(root);
-    this.renderer = new GraphRenderer(this.el.canvas, {
-      hover: (node, event) => this.onHover(node, event),
-      click: (node) => this.togglePin(this.loaded!.data.nodeKey[node]!),
+    this.root = root;
+    this.graph = new GraphView({
+      hover: (node, edge) => this.onHover(node, edge),
+      click: (node, event) => this.onClick(node, event),
+      column: (pos) => this.store.set({ focus: this.store.get().focus === pos ? null : pos }),
     });
+    this.prompts = new PromptList(this.api, (id) => this.openPrompt(id));
+    this.search = new SearchPanel(this.api, (id) => this.openPrompt(id));
+    this.controls = new Controls(this.store, {
+      fit: () => this.graph.renderer.fit(),
+      exportJson: () => void this.exportJson(),
+      exportSvg: () => this.exportSvg(),
+      exportPng: () => void this.exportPng(),
+    });
+    this.pins = new PinsPanel(this.components, (key) => this.togglePin(key), () => this.store.set({ pinned: [] }));
+    this.selection = new SelectionPanel(this.store, this.components, (node) => this.selectNode(node), (key) => this.togglePin(key));
+    this.promptText = new PromptText(this.store);
+    this.top = this.buildTopbar();
+    this.dbPanels = h("div", { class: "db-only" }, this.prompts.element, this.search.element);
+    this.dbOnly = h("div", { class: "status db-only-note" }, "Prompts and search need the locattr server: switch to Database mode.");
+    this.layout();
+    this.pins.setProblems(parsed.problems);
+    this.store.subscribe((state, previous) => this.onState(state, previous));
     this.components.onChange((key) => this.onComponentLoaded(key));
     window.addEventListener("popstate", () => this.onPopState());
     document.addEventListener("keydown", (event) => this.onKey(event));
-    this.renderPinned();
-    this.syncControls();
+    this.renderPins();
     this.setMode(this.mode, true);
   }
 
   // ---- construction -------------------------------------------------------------------------
 
-  private build(root: HTMLElement) {
+  private buildTopbar() {
     const modeDb = h("button", { testid: "mode-db", onclick: () => this.setMode("db") }, "Database");
     const modeFile = h("button", { testid: "mode-file", onclick: () => this.setMode("file") }, "File");
     const fileInput = h("input", { testid: "file-input", attrs: { type: "file", accept: ".json,application/json" } });
@@ -100,121 +122,52 @@ export class App {
     const fileLabel = h("label", { class: "file-open", title: "Open a graph JSON exported from this page" }, "Open graph file… ", fileInput);
     const dbStatus = h("span", { class: "db-status", testid: "db-status" });
     const apiDocs = h("a", { class: "api-docs", attrs: { href: "/docs", target: "_blank" } }, "API docs");
+    return { modeDb, modeFile, fileLabel, dbStatus, apiDocs };
+  }
 
-    const promptList = h("ul", { class: "list", testid: "prompt-list" });
-    const promptStatus = h("div", { class: "status", testid: "prompt-status" });
-    const promptMore = h("button", { class: "more", onclick: () => void this.loadPrompts(true) }, "Load more");
-    const promptCount = h("span", { class: "count" });
-
-    const searchMode = h(
-      "select",
-      { testid: "search-mode", title: "all: every pinned component fires; any: at least one; same position: all at one token" },
-      h("option", { attrs: { value: "all" } }, "all"),
-      h("option", { attrs: { value: "any" } }, "any"),
-      h("option", { attrs: { value: "same" } }, "same position"),
-    );
-    const searchButton = h("button", { testid: "search-button", onclick: () => void this.runSearch() }, "Find prompts");
-    const searchStatus = h("div", { class: "status", testid: "search-status" });
-    const searchResults = h("ol", { class: "list", testid: "search-results" });
-    const searchMore = h("button", { class: "more", onclick: () => void this.searchMore() }, "More results");
-
-    const number = (testid: string, attrs: Record<string, string>, title: string) =>
-      h("input", { testid, title, attrs: { type: "number", ...attrs } });
-    const topK = number("top-k", { min: "1", max: "100000", step: "100" }, "Keep the K strongest edges (server-side)");
-    const minAbs = number("min-abs", { min: "0", step: "0.001" }, "Drop edges with |attribution| below this (server-side)");
-    const normalize = h(
-      "select",
-      { testid: "normalize", title: "Divide each edge by the norm of its target's incoming edges (server-side)" },
-      h("option", { attrs: { value: "none" } }, "none"),
-      h("option", { attrs: { value: "l1_target" } }, "L1 per target"),
-      h("option", { attrs: { value: "l2_target" } }, "L2 per target"),
-    );
-    const ciThreshold = number("ci-threshold", { min: "0", max: "1", step: "0.01" }, "Hide nodes whose CI here is below this");
-    const maxMeanCi = number("max-mean-ci", { min: "0", max: "1", step: "0.01" }, "Hide components whose dataset mean CI is above this");
-    const edgeCount = h("span", { class: "edge-count", testid: "edge-count" });
-    for (const input of [topK, minAbs, normalize, ciThreshold, maxMeanCi]) {
-      input.addEventListener("change", () => this.onControls());
-    }
-
-    const canvas = h("canvas", { testid: "graph-canvas", class: "graph-canvas" });
-    const graphStatus = h("div", { class: "graph-status", testid: "graph-status" });
-    const card = h("div", { class: "node-card", testid: "node-card" });
-    card.hidden = true;
-    const pinnedList = h("div", { class: "pinned-list", testid: "pinned-list" });
-    const pinnedCount = h("span", { class: "count" });
-    const clearPins = h("button", { testid: "clear-pins", class: "link", onclick: () => this.setPins([]) }, "Clear all");
-    const dbOnly = h("div", { class: "status db-only-note" }, "Prompts and search need the locattr server: switch to Database mode.");
-
-    const leftDb = h(
-      "div",
-      { class: "db-only" },
+  private layout(): void {
+    const { modeDb, modeFile, fileLabel, dbStatus, apiDocs } = this.top;
+    const toggle = (side: "left" | "right") =>
       h(
-        "section",
-        { class: "panel prompts" },
-        h("h2", {}, "Prompts ", promptCount),
-        promptStatus,
-        promptList,
-        promptMore,
-      ),
-      h(
-        "section",
-        { class: "panel search" },
-        h("h2", {}, "Search"),
-        h("div", { class: "row" }, h("label", {}, "mode ", searchMode)),
-        searchButton,
-        searchStatus,
-        searchResults,
-        searchMore,
-        h("div", { class: "hint" }, "← / → step through the results, keeping the pins."),
-      ),
-    );
-
-    append(
-      root,
+        "button",
+        {
+          testid: `toggle-${side}`,
+          class: `toggle ${side}`,
+          title: `Show or hide the ${side === "left" ? "prompts and search" : "selection and pins"} panel`,
+          onclick: () => {
+            this.root.classList.toggle(`${side}-collapsed`);
+            this.syncToggles();
+          },
+        },
+        "",
+      );
+    const left = h("aside", { class: "sidebar left" }, this.dbPanels, this.dbOnly);
+    const right = h("aside", { class: "sidebar right" }, this.selection.element, this.pins.element);
+    this.root.append(
       h(
         "header",
         { class: "topbar" },
+        toggle("left"),
         h("h1", {}, "locattr"),
         h("div", { class: "mode-toggle", attrs: { role: "group", "aria-label": "data source" } }, modeDb, modeFile),
         fileLabel,
         dbStatus,
         apiDocs,
+        toggle("right"),
       ),
-      h(
-        "div",
-        { class: "layout" },
-        h("aside", { class: "sidebar left" }, leftDb, dbOnly),
-        h(
-          "main",
-          { class: "center" },
-          h(
-            "div",
-            { class: "controls" },
-            h("label", {}, "top-K ", topK),
-            h("label", {}, "min |attr| ", minAbs),
-            h("label", {}, "normalize ", normalize),
-            h("label", {}, "CI ≥ ", ciThreshold),
-            h("label", {}, "mean CI ≤ ", maxMeanCi),
-            edgeCount,
-            h("span", { class: "spacer" }),
-            h("button", { testid: "reset-view", onclick: () => this.renderer.fit() }, "Fit"),
-            h("button", { testid: "export-json", onclick: () => this.exportJson() }, "Export JSON"),
-            h("button", { testid: "export-png", onclick: () => void this.exportPng() }, "Export PNG"),
-          ),
-          h("div", { class: "graph-wrap" }, canvas, graphStatus, card),
-        ),
-        h(
-          "aside",
-          { class: "sidebar right" },
-          h("section", { class: "panel pinned" }, h("h2", {}, "Pinned ", pinnedCount, clearPins), pinnedList),
-        ),
-      ),
+      h("div", { class: "layout" }, left, h("main", { class: "center" }, this.controls.element, this.promptText.element, this.graph.element, this.graph.legend), right),
     );
-    return {
-      root, modeDb, modeFile, fileLabel, fileInput, dbStatus, apiDocs, promptList, promptStatus, promptMore, promptCount,
-      searchMode, searchButton, searchStatus, searchResults, searchMore, topK, minAbs, normalize, ciThreshold,
-      maxMeanCi, edgeCount, canvas, graphStatus, card, pinnedList, pinnedCount, clearPins, leftDb, dbOnly,
-    };
+    if (window.innerWidth < 1100) this.root.classList.add("right-collapsed");
+    this.syncToggles();
+  }
+
+  private syncToggles(): void {
+    for (const side of ["left", "right"] as const) {
+      const button = this.root.querySelector<HTMLButtonElement>(`[data-testid="toggle-${side}"]`)!;
+      const collapsed = this.root.classList.contains(`${side}-collapsed`);
+      button.textContent = side === "left" ? (collapsed ? "☰ ▸" : "☰ ◂") : collapsed ? "◂ ☰" : "▸ ☰";
+      button.setAttribute("aria-expanded", String(!collapsed));
+    }
   }
 
   // ---- modes and loading ----------------------------------------------------------------------
@@ -222,20 +175,24 @@ export class App {
   private setMode(mode: Mode, initial = false): void {
     if (mode === this.mode && !initial) return;
     this.mode = mode;
-    this.el.modeDb.setAttribute("aria-pressed", String(mode === "db"));
-    this.el.modeFile.setAttribute("aria-pressed", String(mode === "file"));
-    this.el.root.dataset.mode = mode;
-    this.el.fileLabel.hidden = mode !== "file";
-    this.el.apiDocs.hidden = mode !== "db";
-    this.el.leftDb.hidden = mode !== "db";
-    this.el.dbOnly.hidden = mode === "db";
-    this.el.normalize.disabled = mode === "file";
+    const { modeDb, modeFile, fileLabel, apiDocs } = this.top;
+    modeDb.setAttribute("aria-pressed", String(mode === "db"));
+    modeFile.setAttribute("aria-pressed", String(mode === "file"));
+    this.root.dataset.mode = mode;
+    fileLabel.hidden = mode !== "file";
+    apiDocs.hidden = mode !== "db";
+    this.dbPanels.hidden = mode !== "db";
+    this.dbOnly.hidden = mode === "db";
+    this.controls.setFileMode(mode === "file");
     this.promptRequest?.abort();
     this.showGraph(null);
     if (mode === "file") {
       this.components.configure(null, []);
-      this.el.dbStatus.textContent = "File mode: no server needed";
-      this.setGraphStatus("Open a graph JSON exported from this page (Export JSON).", "idle");
+      // the database's prompt, selection and focus mean nothing for a file
+      if (!initial) this.store.set({ prompt: null, selected: null, trace: null, focus: null });
+      if (location.protocol !== "file:") window.history.replaceState(null, "", location.pathname);
+      this.top.dbStatus.textContent = "File mode: no server needed";
+      this.graph.setStatus("Open a graph JSON exported from this page (Export JSON).", "idle");
       return;
     }
     this.components.configure(this.api, this.layerOrder);
@@ -243,484 +200,416 @@ export class App {
   }
 
   private async startDatabase(): Promise<void> {
-    this.setGraphStatus("Connecting to the server…", "loading");
-    this.el.dbStatus.textContent = "connecting…";
+    this.graph.setStatus("Connecting to the server…", "loading");
+    this.top.dbStatus.textContent = "connecting…";
     try {
       this.meta = await this.api.meta();
     } catch (error) {
-      this.el.dbStatus.textContent = "no server";
-      this.setGraphStatus(`${message(error)}. Start one with \`locattr serve --db PATH\`, or use File mode.`, "error", () => void this.startDatabase());
+      this.top.dbStatus.textContent = "no server";
+      this.graph.setStatus(`${message(error)}. Start one with \`locattr serve --db PATH\`, or use File mode.`, "error", {
+        label: "Retry",
+        run: () => void this.startDatabase(),
+      });
       return;
     }
     if (this.mode !== "db") return;
     this.layerOrder = this.meta.layers.map((layer) => layer.name);
     this.components.configure(this.api, this.layerOrder);
     const run = typeof this.meta.meta.run === "string" ? this.meta.meta.run : "database";
-    this.el.dbStatus.textContent = `${run} · ${this.meta.prompt_count.toLocaleString()} prompts`;
-    const listed = this.loadPrompts(false);
-    if (this.view.prompt !== null) {
-      void this.loadPrompt(this.view.prompt, "none");
-    } else {
-      await listed;
-      const first = this.prompts[0];
-      if (first) void this.loadPrompt(first.id, "replace");
-      else this.setGraphStatus("This database has no prompts yet.", "idle");
+    const n = this.meta.prompt_count;
+    this.top.dbStatus.textContent = `${run} · ${n.toLocaleString()} prompt${n === 1 ? "" : "s"}`;
+    const wanted = this.store.get().prompt;
+    if (wanted !== null) {
+      void this.prompts.load(null).then(() => this.prompts.reveal(wanted));
+      void this.loadPrompt(wanted);
+      return;
     }
+    await this.prompts.load(null);
+    const first = this.prompts.first();
+    if (first) this.store.set({ prompt: first.id }, "replace");
+    else this.graph.setStatus("This database has no prompts yet.", "idle");
   }
 
-  private async loadPrompts(more: boolean): Promise<void> {
-    if (!more) {
-      this.prompts = [];
-      this.promptsNext = null;
-    }
-    this.el.promptMore.hidden = true;
-    this.el.promptStatus.textContent = "Loading prompts…";
-    this.el.promptStatus.className = "status loading";
-    try {
-      const page = await this.api.prompts({ limit: PROMPT_PAGE, cursor: more ? this.promptsNext : null });
-      this.prompts.push(...page.items);
-      this.promptsNext = page.next_cursor;
-      this.promptCount = page.count;
-      this.el.promptStatus.textContent = page.count === 0 ? "No prompts in this database." : "";
-      this.el.promptStatus.className = "status";
-    } catch (error) {
-      this.el.promptStatus.textContent = `Could not load prompts: ${message(error)}`;
-      this.el.promptStatus.className = "status error";
-      append(this.el.promptStatus, " ", h("button", { class: "link", onclick: () => void this.loadPrompts(more) }, "Retry"));
-    }
-    this.renderPrompts();
+  /** Open a prompt from a list: prompt-specific state (selection, trace, focus) is reset. */
+  private openPrompt(id: number): void {
+    this.store.set({ prompt: id, selected: null, trace: null, focus: null }, "push");
   }
 
-  private renderPrompts(): void {
-    this.el.promptCount.textContent = this.promptCount ? `(${this.promptCount.toLocaleString()})` : "";
-    replace(
-      this.el.promptList,
-      ...this.prompts.map((prompt) =>
-        h(
-          "li",
-          {
-            testid: "prompt-item",
-            class: prompt.id === this.view.prompt ? "item active" : "item",
-            attrs: { "data-prompt-id": String(prompt.id) },
-            onclick: () => void this.loadPrompt(prompt.id, "push"),
-          },
-          h("span", { class: "id" }, `#${prompt.id}`),
-          h("span", { class: "preview" }, prompt.preview),
-          h("small", {}, `${prompt.n_tokens} tokens · ${prompt.n_edges.toLocaleString()} edges`),
-        ),
-      ),
-    );
-    this.el.promptMore.hidden = this.promptsNext === null;
-  }
-
-  private async loadPrompt(id: number, history: "push" | "replace" | "none"): Promise<void> {
+  private async loadPrompt(id: number, keepView = false): Promise<void> {
     this.promptRequest?.abort();
     const request = new AbortController();
     this.promptRequest = request;
-    this.view.prompt = id;
-    this.updateUrl(history);
-    this.markActive();
-    this.setGraphStatus(`Loading prompt #${id}…`, "loading");
-    const { filters, normalize } = this.view;
+    this.prompts.mark(id);
+    this.search.mark(id);
+    this.graph.setStatus(`Loading prompt #${id}…`, "loading");
+    const { filters, normalize } = this.store.get();
     let raw: PromptGraph;
     try {
       raw = await this.api.prompt(id, { top_k: filters.topK, min_abs: filters.minAbs, normalize }, request.signal);
     } catch (error) {
       if (isAbort(error)) return;
       this.showGraph(null);
-      this.setGraphStatus(`Could not load prompt #${id}: ${message(error)}`, "error", () => void this.loadPrompt(id, "none"));
+      if (isMissing(error)) {
+        this.graph.setStatus(`Prompt ${id} is not in this database.`, "error", {
+          label: "Open the first prompt",
+          run: () => {
+            const first = this.prompts.first();
+            if (first) this.openPrompt(first.id);
+          },
+        });
+      } else {
+        this.graph.setStatus(`Could not load prompt #${id}: ${message(error)}`, "error", { label: "Retry", run: () => void this.loadPrompt(id) });
+      }
       return;
     }
     if (request.signal.aborted || this.mode !== "db") return;
     this.promptRequest = null;
-    this.showGraph(raw, performance.now());
+    this.showGraph(raw, performance.now(), keepView);
   }
 
   private async openFile(file: File): Promise<void> {
-    this.setGraphStatus(`Opening ${file.name}…`, "loading");
+    this.graph.setStatus(`Opening ${file.name}…`, "loading");
     try {
       const opened = parseGraphFile(await file.text());
       const started = performance.now();
-      this.layerOrder = opened.layerOrder.length
-        ? opened.layerOrder
-        : naturalLayerOrder(opened.graph.nodes.map((n) => n.layer));
+      this.layerOrder = opened.layerOrder.length ? opened.layerOrder : naturalLayerOrder(opened.graph.nodes.map((n) => n.layer));
       this.components.configure(null, []);
       this.components.seed(opened.components);
-      this.view.prompt = opened.graph.id || null;
+      this.fileName = file.name;
       this.showGraph(opened.graph, started);
-      this.el.dbStatus.textContent = `File: ${file.name}`;
+      this.top.dbStatus.textContent = `File: ${file.name}`;
     } catch (error) {
       this.showGraph(null);
-      this.setGraphStatus(`${file.name}: ${message(error)}`, "error");
+      this.graph.setStatus(`${file.name}: ${message(error)}`, "error");
     }
   }
 
   // ---- the graph ------------------------------------------------------------------------------
 
   /** Show a graph (null: none); `started` = when its data arrived, for the render timing. */
-  private showGraph(raw: PromptGraph | null, started?: number): void {
+  private showGraph(raw: PromptGraph | null, started?: number, keepView = false): void {
     this.hover = null;
-    this.el.card.hidden = true;
+    this.graph.showCard(null);
     const t0 = performance.now();
-    this.loaded = raw ? { raw, data: toGraphData(raw) } : null;
+    let loaded: Loaded | null = null;
+    if (raw) {
+      const data = toGraphData(raw);
+      const index = new Map<string, number>();
+      data.nodeKey.forEach((key, i) => index.set(`${key}@${data.nodePos[i]}`, i));
+      loaded = { raw, data, index };
+    }
+    this.loaded = loaded;
     record("render:columns", performance.now() - t0);
-    this.rebuild(false, started);
+    this.promptText.render(raw ? raw.tokens : null, raw ? (this.mode === "file" ? `${this.fileName} ` : `#${raw.id} `) : "");
+    this.rebuild(keepView, started);
+  }
+
+  private selectedIndex(): number {
+    const selected = this.store.get().selected;
+    return selected && this.loaded ? (this.loaded.index.get(`${selected.key}@${selected.pos}`) ?? -1) : -1;
   }
 
   private rebuild(keepView: boolean, started?: number): void {
     const loaded = this.loaded;
     if (!loaded) {
       this.scene = null;
-      this.keyNodes = new Map();
-      this.renderer.setScene(null);
-      this.el.edgeCount.textContent = "";
+      this.graph.show(null, false);
+      this.controls.setEdgeCount(null, 0, false);
+      this.renderSide();
       return;
     }
+    const { filters, trace } = this.store.get();
     const t0 = performance.now();
-    const visible = filterGraph(loaded.data, this.view.filters);
+    let visible = filterGraph(loaded.data, filters);
+    const root = this.selectedIndex();
+    const traced = trace !== null && root >= 0;
+    if (traced) visible = traceGraph(loaded.data, visible, root, trace.direction, trace.hops, LIMITS.traceFanout.default);
     const t1 = performance.now();
-    const layout = fitLayout(loaded.data, visible, this.layerOrder, this.renderer.plotAspect());
+    const renderer = this.graph.renderer;
+    renderer.planGutters(loaded.data, orderRows(this.layerOrder, loaded.data.layers).map((row) => row.label));
+    const layout = fitLayout(loaded.data, visible, this.layerOrder, renderer.plotAspect());
     record("render:filter", t1 - t0);
     record("render:layout", performance.now() - t1);
     this.scene = { graph: loaded.data, visible, layout };
-    this.keyNodes = new Map();
-    for (const i of visible.nodes) {
-      const key = loaded.data.nodeKey[i]!;
-      const list = this.keyNodes.get(key);
-      if (list) list.push(i);
-      else this.keyNodes.set(key, [i]);
-    }
-    this.renderer.setHighlight(null, this.pinned);
-    this.renderer.setScene(this.scene, keepView);
+    this.graph.show(this.scene, keepView);
+    this.graph.highlight(this.highlightState());
     if (started !== undefined) {
       record("render", performance.now() - started);
       requestAnimationFrame(() => requestAnimationFrame(() => record("render_painted", performance.now() - started)));
     }
-    const shown = visible.edges.length;
     const total = loaded.data.nEdgesTotal;
-    this.el.edgeCount.textContent = `Showing ${shown.toLocaleString()} of ${total.toLocaleString()} edges`;
-    this.el.edgeCount.dataset.shown = String(shown);
+    this.controls.setEdgeCount(visible.edges.length, total, traced);
     if (visible.nodes.length === 0) {
-      this.setGraphStatus(total === 0 ? "This prompt's graph has no edges." : "Every edge is filtered out: loosen the controls.", "idle");
+      this.graph.setStatus(total === 0 ? "This prompt's graph has no edges." : "Every edge is filtered out: loosen the controls.", "idle");
     } else {
-      this.setGraphStatus("", "ready");
+      this.graph.setStatus("", "ready");
     }
-    this.renderPinned();
-    this.renderSearch();
+    this.renderSide();
   }
 
-  private setGraphStatus(text: string, state: "idle" | "loading" | "error" | "ready", retry?: () => void): void {
-    const status = this.el.graphStatus;
-    status.dataset.state = state;
-    replace(status, text, retry ? h("button", { class: "link", onclick: retry }, " Retry") : null);
-    status.hidden = text === "";
-  }
-
-  private onControls(): void {
-    const { topK, minAbs, normalize, ciThreshold, maxMeanCi } = this.el;
-    const read = (input: HTMLInputElement, fallback: number, low: number, high: number): number => {
-      const value = Number(input.value);
-      return input.value !== "" && Number.isFinite(value) ? Math.min(high, Math.max(low, value)) : fallback;
-    };
-    const before = this.view;
-    const filters: FilterOptions = {
-      topK: Math.round(read(topK, before.filters.topK, 1, 100_000)),
-      minAbs: read(minAbs, before.filters.minAbs, 0, Infinity),
-      ciThreshold: read(ciThreshold, before.filters.ciThreshold, 0, 1),
-      maxMeanCi: read(maxMeanCi, before.filters.maxMeanCi, 0, 1),
-    };
-    const norm = normalize.value as ViewState["normalize"];
-    const serverSide =
-      filters.topK !== before.filters.topK || filters.minAbs !== before.filters.minAbs || norm !== before.normalize;
-    this.view = { ...before, filters, normalize: norm };
-    this.syncControls();
-    this.updateUrl("replace");
-    if (serverSide && this.mode === "db" && this.view.prompt !== null) void this.loadPrompt(this.view.prompt, "none");
-    else this.rebuild(true);
-  }
-
-  private syncControls(): void {
-    const { filters, normalize } = this.view;
-    this.el.topK.value = String(filters.topK);
-    this.el.minAbs.value = String(filters.minAbs);
-    this.el.normalize.value = normalize;
-    this.el.ciThreshold.value = String(filters.ciThreshold);
-    this.el.maxMeanCi.value = String(filters.maxMeanCi);
-  }
-
-  // ---- hover and pins -------------------------------------------------------------------------
-
-  private hereInfo(key: string, current: number | null): HereInfo {
-    const data = this.loaded!.data;
-    const positions = (this.keyNodes.get(key) ?? [])
-      .map((i) => ({ pos: data.nodePos[i]!, ci: data.nodeCi[i]!, token: data.tokens[data.nodePos[i]!] ?? "" }))
-      .sort((a, b) => a.pos - b.pos);
-    return { positions, current, meanCi: data.meanCi.get(key) };
-  }
-
-  private onHover(node: number | null, event: PointerEvent): void {
-    const data = this.loaded?.data;
-    if (node === null || !data) {
-      if (this.hover) {
-        this.hover = null;
-        this.el.card.hidden = true;
-        this.renderer.setHighlight(null, this.pinned);
-      }
-      return;
-    }
-    const key = data.nodeKey[node]!;
-    if (this.hover?.node !== node) {
-      this.hover = { node, key };
-      this.renderer.setHighlight(key, this.pinned);
-      this.renderCard();
-    }
-    this.placeCard(event.clientX, event.clientY);
-  }
-
-  private renderCard(): void {
+  private highlightState(): Highlight {
+    const { pinned, focus } = this.store.get();
     const hover = this.hover;
-    if (!hover || !this.loaded) return;
-    const pos = this.loaded.data.nodePos[hover.node]!;
-    replace(
-      this.el.card,
-      ...componentCard(hover.key, this.hereInfo(hover.key, pos), this.components.get(hover.key), 6),
-      h("div", { class: "hint" }, this.pinned.has(hover.key) ? "click to unpin" : "click to pin"),
-    );
-    this.el.card.dataset.key = hover.key;
-    this.el.card.hidden = false;
+    return {
+      hoverKey: hover && "key" in hover ? hover.key : null,
+      hoverEdge: hover && "edge" in hover ? hover.edge : -1,
+      pinned: new Set(pinned),
+      selected: this.selectedIndex(),
+      focus,
+    };
   }
 
-  private placeCard(clientX: number, clientY: number): void {
-    const wrap = this.el.card.parentElement!.getBoundingClientRect();
-    const card = this.el.card;
-    const width = card.offsetWidth;
-    const height = card.offsetHeight;
-    let x = clientX - wrap.left + 16;
-    let y = clientY - wrap.top + 16;
-    if (x + width > wrap.width - 4) x = Math.max(4, clientX - wrap.left - width - 16);
-    if (y + height > wrap.height - 4) y = Math.max(4, wrap.height - height - 4);
-    card.style.transform = `translate(${Math.round(x)}px, ${Math.round(y)}px)`;
-  }
+  // ---- state changes --------------------------------------------------------------------------
 
-  private onComponentLoaded(key: string): void {
-    if (this.hover?.key === key) this.renderCard();
-    if (this.pinned.has(key)) this.renderPinned();
-  }
-
-  private togglePin(key: string): void {
-    const pins = [...this.pinned];
-    this.setPins(this.pinned.has(key) ? pins.filter((k) => k !== key) : [...pins, key]);
-  }
-
-  private setPins(keys: string[]): void {
-    this.pinned = new Set(keys);
-    this.view.pinned = [...this.pinned];
-    this.updateUrl("replace");
-    this.renderer.setHighlight(this.hover?.key ?? null, this.pinned);
-    this.renderPinned();
-    this.renderCard();
-  }
-
-  private renderPinned(): void {
-    const keys = [...this.pinned];
-    this.el.pinnedCount.textContent = keys.length ? `(${keys.length})` : "";
-    this.el.clearPins.hidden = keys.length === 0;
-    this.el.searchButton.textContent = keys.length
-      ? `Find prompts with the ${keys.length} pinned component${keys.length > 1 ? "s" : ""}`
-      : "Find prompts (pin components first)";
-    this.el.searchButton.disabled = keys.length === 0;
-    if (!keys.length) {
-      replace(this.el.pinnedList, h("div", { class: "status" }, "Click a node to pin its component; pins stay when you switch prompts."));
-      return;
+  private onState(state: Readonly<ViewState>, previous: Readonly<ViewState>): void {
+    this.controls.sync();
+    const serverSide =
+      state.filters.topK !== previous.filters.topK || state.filters.minAbs !== previous.filters.minAbs || state.normalize !== previous.normalize;
+    if (this.mode === "db" && state.prompt !== null && (state.prompt !== previous.prompt || serverSide)) {
+      void this.loadPrompt(state.prompt, state.prompt === previous.prompt);
+      if (state.prompt !== previous.prompt) void this.prompts.reveal(state.prompt);
+    } else if (
+      serverSide ||
+      state.filters !== previous.filters ||
+      state.trace !== previous.trace ||
+      (state.trace !== null && state.selected !== previous.selected)
+    ) {
+      this.rebuild(true);
+    } else {
+      this.graph.highlight(this.highlightState());
+      this.renderSide();
     }
-    replace(
-      this.el.pinnedList,
-      ...keys.map((key) => {
-        const here = this.loaded ? this.hereInfo(key, null) : null;
-        return h(
-          "div",
-          { class: "pinned-item", testid: "pinned-item", attrs: { "data-key": key } },
-          h("button", { class: "unpin", testid: "unpin", title: "unpin", onclick: () => this.togglePin(key) }, "✕"),
-          ...componentCard(key, here, this.components.get(key), 4),
-          here && here.positions.length === 0 ? h("div", { class: "muted" }, "not in the shown graph") : null,
-        );
-      }),
-    );
-  }
-
-  // ---- search ---------------------------------------------------------------------------------
-
-  private async runSearch(): Promise<void> {
-    const keys = [...this.pinned];
-    if (!keys.length) return;
-    const mode = this.el.searchMode.value as SearchMode;
-    this.search = { keys, mode, results: [], count: 0, next: null, active: -1, unknown: [] };
-    await this.searchPage(null);
-  }
-
-  private async searchMore(): Promise<void> {
-    if (this.search?.next) await this.searchPage(this.search.next);
-  }
-
-  private async searchPage(cursor: string | null): Promise<void> {
-    const search = this.search!;
-    this.el.searchStatus.textContent = "Searching…";
-    this.el.searchStatus.className = "status loading";
-    this.el.searchMore.hidden = true;
-    try {
-      const page = await this.api.search({
-        components: search.keys.join(","),
-        mode: search.mode === "any" ? "any" : "all",
-        same_position: search.mode === "same",
-        limit: SEARCH_PAGE,
-        cursor,
-      });
-      if (this.search !== search) return;
-      search.results.push(...page.results);
-      search.count = page.count;
-      search.next = page.next_cursor;
-      search.unknown = page.unknown_components;
-      this.el.searchStatus.className = "status";
-    } catch (error) {
-      if (this.search !== search) return;
-      this.el.searchStatus.className = "status error";
-      replace(this.el.searchStatus, `Search failed: ${message(error)} `, h("button", { class: "link", onclick: () => void this.searchPage(cursor) }, "Retry"));
-      return;
+    if (state.focus !== previous.focus && this.loaded) {
+      this.promptText.render(this.loaded.raw.tokens, this.mode === "file" ? `${this.fileName} ` : `#${this.loaded.raw.id} `);
     }
-    this.renderSearch();
-  }
-
-  private renderSearch(): void {
-    const search = this.search;
-    if (!search) {
-      this.el.searchMore.hidden = true;
-      return;
-    }
-    if (this.el.searchStatus.className === "status") {
-      const how = { all: "all", any: "any", same: "all (at one position)" }[search.mode];
-      this.el.searchStatus.textContent =
-        `${search.count.toLocaleString()} prompt${search.count === 1 ? "" : "s"} with ${how} of ${search.keys.length} component${search.keys.length === 1 ? "" : "s"}` +
-        (search.unknown.length ? ` (unknown here: ${search.unknown.join(", ")})` : "");
-    }
-    replace(
-      this.el.searchResults,
-      ...search.results.map((result, i) => {
-        const marked = new Set(Object.values(result.matches).flatMap((m) => m.positions));
-        return h(
-          "li",
-          {
-            testid: "search-result",
-            class: result.id === this.view.prompt ? "item active" : "item",
-            attrs: { "data-prompt-id": String(result.id) },
-            onclick: () => this.openResult(i),
-          },
-          h("span", { class: "id" }, `#${result.id}`),
-          h("span", { class: "score", title: "sum of the components' max CI" }, format(result.score, 2)),
-          this.preview(result, marked),
-        );
-      }),
-    );
-    this.el.searchMore.hidden = search.next === null;
-  }
-
-  /** The prompt's tokens around the matching positions, which are marked. */
-  private preview(result: SearchResult, marked: Set<number>): HTMLElement {
-    const tokens = result.tokens;
-    const positions = [...marked].sort((a, b) => a - b);
-    const start = Math.max(0, (positions[0] ?? 0) - 6);
-    const end = Math.min(tokens.length, Math.max(start + 24, (positions[positions.length - 1] ?? 0) + 7));
-    return h(
-      "div",
-      { class: "preview tokens" },
-      start > 0 ? "…" : null,
-      ...tokens.slice(start, end).map((token, k) =>
-        marked.has(start + k) ? h("mark", { attrs: { "data-pos": String(start + k) } }, showToken(token)) : showToken(token),
-      ),
-      end < tokens.length ? "…" : null,
-    );
-  }
-
-  private openResult(index: number): void {
-    const search = this.search;
-    const result = search?.results[index];
-    if (!search || !result) return;
-    search.active = index;
-    void this.loadPrompt(result.id, "push");
-    this.renderSearch();
-    this.el.searchResults.children[index]?.scrollIntoView({ block: "nearest" });
-  }
-
-  private onKey(event: KeyboardEvent): void {
-    if (event.key !== "ArrowLeft" && event.key !== "ArrowRight") return;
-    const target = event.target as HTMLElement | null;
-    if (target && ["INPUT", "SELECT", "TEXTAREA"].includes(target.tagName)) return;
-    const search = this.search;
-    if (!search || !search.results.length || this.mode !== "db") return;
-    event.preventDefault();
-    let at = search.active;
-    if (at < 0 || search.results[at]?.id !== this.view.prompt) {
-      at = search.results.findIndex((r) => r.id === this.view.prompt);
-    }
-    if (event.key === "ArrowRight") {
-      if (at + 1 < search.results.length) this.openResult(at + 1);
-      else if (search.next) void this.searchMore().then(() => this.openResult(at + 1));
-    } else if (at > 0) {
-      this.openResult(at - 1);
-    }
-  }
-
-  private markActive(): void {
-    for (const list of [this.el.promptList, this.el.searchResults]) {
-      for (const item of Array.from(list.children) as HTMLElement[]) {
-        item.classList.toggle("active", Number(item.dataset.promptId) === this.view.prompt);
-      }
-    }
-  }
-
-  // ---- URL, export ----------------------------------------------------------------------------
-
-  private updateUrl(history: "push" | "replace" | "none"): void {
-    if (history === "none") return;
-    const url = `${location.pathname}${writeUrl(this.view)}${location.hash}`;
-    if (url === `${location.pathname}${location.search}${location.hash}`) return;
-    if (history === "push") window.history.pushState(null, "", url);
-    else window.history.replaceState(null, "", url);
   }
 
   private onPopState(): void {
-    const next = readUrl(location.search);
-    const promptChanged = next.prompt !== this.view.prompt;
-    this.view = next;
-    this.pinned = new Set(next.pinned);
-    this.syncControls();
-    this.renderPinned();
-    if (this.mode === "db" && next.prompt !== null && promptChanged) void this.loadPrompt(next.prompt, "none");
-    else this.rebuild(true);
+    const next = readUrl(location.search).state;
+    this.store.set(next, "none");
   }
 
-  private exportJson(): void {
+  private renderSide(): void {
+    this.renderPins();
+    this.selection.render(this.loaded?.data ?? null, this.selectedIndex(), (key) => this.hereInfo(key, null));
+  }
+
+  private renderPins(): void {
+    const pinned = this.store.get().pinned;
+    this.pins.render(pinned, (key) => (this.loaded ? this.hereInfo(key, null) : null));
+    this.search.setKeys(pinned);
+  }
+
+  // ---- hover, click, pins ---------------------------------------------------------------------
+
+  private hereInfo(key: string, current: number | null): HereInfo {
+    const scene = this.scene;
+    const data = this.loaded!.data;
+    const positions = scene
+      ? Array.from(scene.visible.nodes)
+          .filter((i) => data.nodeKey[i] === key)
+          .map((i) => ({ pos: data.nodePos[i]!, ci: data.nodeCi[i]!, token: data.tokens[data.nodePos[i]!] ?? "" }))
+          .sort((a, b) => a.pos - b.pos)
+      : [];
+    return { positions, current, meanCi: data.meanCi.get(key) };
+  }
+
+  private onHover(node: number | null, edge: number | null): void {
+    const data = this.loaded?.data;
+    if (!data || (node === null && edge === null)) {
+      if (this.hover) {
+        this.hover = null;
+        this.graph.showCard(null);
+        this.graph.highlight(this.highlightState());
+      }
+      return;
+    }
+    if (node !== null) {
+      if (!this.hover || !("node" in this.hover) || this.hover.node !== node) {
+        this.hover = { node, key: data.nodeKey[node]! };
+        this.graph.highlight(this.highlightState());
+        this.renderNodeCard();
+      } else {
+        this.graph.place(this.graph.nodeCard);
+      }
+      return;
+    }
+    if (!this.hover || !("edge" in this.hover) || this.hover.edge !== edge) {
+      this.hover = { edge: edge! };
+      this.graph.highlight(this.highlightState());
+      const visible = this.scene!.visible;
+      this.graph.showCard(this.graph.edgeCard, edgeCardContent(data, edge!, visible.edges.indexOf(edge!), visible.edges.length));
+    } else {
+      this.graph.place(this.graph.edgeCard);
+    }
+  }
+
+  private renderNodeCard(): void {
+    const hover = this.hover;
+    if (!hover || !("node" in hover) || !this.loaded) return;
+    const data = this.loaded.data;
+    const pos = data.nodePos[hover.node]!;
+    const pinned = this.store.get().pinned.includes(hover.key);
+    const card = pseudoNodeCard(data, hover.node) ?? componentCard(hover.key, this.hereInfo(hover.key, pos), this.components.get(hover.key), SIZES.cardExamples);
+    this.graph.showCard(this.graph.nodeCard, [
+      ...card,
+      nodeEdgesSection(data, hover.node, SIZES.hoverNodeEdges, null),
+      h("div", { class: "hint" }, `click to select (edges, trace) · shift-click to ${pinned ? "unpin" : "pin"}`),
+    ]);
+    this.graph.nodeCard.dataset.key = hover.key;
+  }
+
+  private onClick(node: number, event: PointerEvent): void {
+    const data = this.loaded!.data;
+    const key = data.nodeKey[node]!;
+    const isComponent = this.layerOrder.includes(data.layers[data.nodeLayer[node]!]!);
+    if ((event.shiftKey || event.ctrlKey || event.metaKey) && isComponent) {
+      this.togglePin(key);
+      return;
+    }
+    this.selectNode(node);
+  }
+
+  private selectNode(node: number): void {
+    const data = this.loaded!.data;
+    const selected = { key: data.nodeKey[node]!, pos: data.nodePos[node]! };
+    const current = this.store.get().selected;
+    if (current && current.key === selected.key && current.pos === selected.pos) return;
+    this.store.set({ selected });
+    this.graph.renderer.reveal(node);
+    if (this.root.classList.contains("right-collapsed")) {
+      this.root.classList.remove("right-collapsed");
+      this.syncToggles();
+    }
+  }
+
+  private onComponentLoaded(key: string): void {
+    if (this.hover && "key" in this.hover && this.hover.key === key) this.renderNodeCard();
+    if (this.store.get().pinned.includes(key) || this.store.get().selected?.key === key) this.renderSide();
+  }
+
+  private togglePin(key: string): void {
+    const pins = this.store.get().pinned;
+    this.store.set({ pinned: pins.includes(key) ? pins.filter((k) => k !== key) : [...pins, key] });
+    if (this.hover && "key" in this.hover) this.renderNodeCard();
+  }
+
+  private onKey(event: KeyboardEvent): void {
+    const target = event.target as HTMLElement | null;
+    if (target && ["INPUT", "SELECT", "TEXTAREA"].includes(target.tagName)) return;
+    if (event.key === "Escape") {
+      const { selected, focus } = this.store.get();
+      if (selected) this.store.set({ selected: null });
+      else if (focus !== null) this.store.set({ focus: null });
+      return;
+    }
+    if ((event.key === "ArrowLeft" || event.key === "ArrowRight") && this.mode === "db") {
+      if (this.search.step(event.key === "ArrowRight" ? 1 : -1)) event.preventDefault();
+    }
+  }
+
+  // ---- exports --------------------------------------------------------------------------------
+
+  private exportName(extension: string): string {
+    const loaded = this.loaded!;
+    return `locattr-prompt-${loaded.raw.id}.${extension}`;
+  }
+
+  /** The graph with the details of every component in it (statistics and a few examples), so
+   * that File mode can show a card for each. */
+  private async exportJson(): Promise<void> {
     const loaded = this.loaded;
     if (!loaded) return;
-    const inGraph = new Set(loaded.data.nodeKey);
-    const details = Object.fromEntries(Object.entries(this.components.ready()).filter(([key]) => inGraph.has(key)));
+    const inGraph = [...new Set(loaded.data.nodeKey)].filter((key) => this.layerOrder.includes(key.slice(0, key.lastIndexOf(":"))));
+    const details = Object.fromEntries(Object.entries(this.components.ready()).filter(([key]) => inGraph.includes(key)));
+    if (this.mode === "db") {
+      const missing = inGraph.filter((key) => !(key in details));
+      this.graph.setStatus(`Collecting the details of ${missing.length} components…`, "loading");
+      try {
+        for (let k = 0; k < missing.length; k += SIZES.exportKeysPerRequest) {
+          const page = await this.api.componentDetails(missing.slice(k, k + SIZES.exportKeysPerRequest), SIZES.exportExamples);
+          for (const item of page.items) details[item.key] = item;
+        }
+      } catch (error) {
+        this.graph.setStatus(`Export failed: ${message(error)}`, "error", { label: "Retry", run: () => void this.exportJson() });
+        return;
+      }
+      this.graph.setStatus("", "ready");
+    }
     const file = toGraphFile(loaded.raw, this.layerOrder, details);
-    download(new Blob([JSON.stringify(file)], { type: "application/json" }), `locattr-prompt-${loaded.raw.id}.json`);
+    download(new Blob([JSON.stringify(file)], { type: "application/json" }), this.exportName("json"));
   }
 
+  private svgDocument(): string | null {
+    const scene = this.scene;
+    const loaded = this.loaded;
+    if (!scene || !loaded) return null;
+    const title = loaded.raw.tokens.join("");
+    const run = this.meta && typeof this.meta.meta.run === "string" ? this.meta.meta.run : this.fileName;
+    const shown = scene.visible.edges.length;
+    const subtitle = `prompt #${loaded.raw.id} · ${run} · ${shown.toLocaleString()} of ${loaded.data.nEdgesTotal.toLocaleString()} edges shown · locattr`;
+    return graphSvg(scene, title, subtitle);
+  }
+
+  private exportSvg(): void {
+    const svg = this.svgDocument();
+    if (svg) download(new Blob([svg], { type: "image/svg+xml" }), this.exportName("svg"));
+  }
+
+  /** The SVG document drawn at twice its size. */
   private async exportPng(): Promise<void> {
-    if (!this.loaded) return;
-    download(await this.renderer.toBlob(), `locattr-prompt-${this.loaded.raw.id}.png`);
+    const svg = this.svgDocument();
+    if (!svg) return;
+    const url = URL.createObjectURL(new Blob([svg], { type: "image/svg+xml" }));
+    try {
+      const image = new Image();
+      image.src = url;
+      await image.decode();
+      const canvas = h("canvas");
+      canvas.width = image.naturalWidth * 2;
+      canvas.height = image.naturalHeight * 2;
+      const ctx = canvas.getContext("2d")!;
+      ctx.scale(2, 2);
+      ctx.drawImage(image, 0, 0);
+      const blob = await new Promise<Blob>((resolve, reject) => canvas.toBlob((b) => (b ? resolve(b) : reject(new Error("empty canvas"))), "image/png"));
+      download(blob, this.exportName("png"));
+    } finally {
+      URL.revokeObjectURL(url);
+    }
   }
 
   // ---- for tests and benchmarks ---------------------------------------------------------------
 
   /** Shown nodes with their component key and viewport position (centre of the square). */
-  shownNodes(): { key: string; pos: number; x: number; y: number }[] {
+  shownNodes(): { key: string; layer: string; pos: number; x: number; y: number }[] {
     const scene = this.scene;
     if (!scene) return [];
     return Array.from(scene.visible.nodes, (i) => {
-      const at = this.renderer.clientPosition(i)!;
-      return { key: scene.graph.nodeKey[i]!, pos: scene.graph.nodePos[i]!, x: at.x, y: at.y };
+      const at = this.graph.renderer.clientPosition(i)!;
+      return { key: scene.graph.nodeKey[i]!, layer: scene.graph.layers[scene.graph.nodeLayer[i]!]!, pos: scene.graph.nodePos[i]!, x: at.x, y: at.y };
     });
+  }
+
+  /** Shown edges with their value and a point on them where the pointer finds this edge (and no
+   * node), or null when no such point was found. */
+  shownEdges(limit = 200): { edge: number; value: number; x: number; y: number }[] {
+    const scene = this.scene;
+    if (!scene) return [];
+    const renderer = this.graph.renderer;
+    const out: { edge: number; value: number; x: number; y: number }[] = [];
+    for (const j of Array.from(scene.visible.edges).slice(0, limit)) {
+      for (const at of [0.5, 0.35, 0.65, 0.2, 0.8]) {
+        const p = renderer.edgeClientPoint(j, at);
+        if (p && renderer.nodeAt(p.x, p.y) < 0 && renderer.edgeAt(p.x, p.y) === j) {
+          out.push({ edge: j, value: scene.graph.edgeValue[j]!, x: p.x, y: p.y });
+          break;
+        }
+      }
+    }
+    return out;
+  }
+
+  axisLabels() {
+    return this.graph.renderer.axisLabels();
   }
 }

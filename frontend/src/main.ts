@@ -11,6 +11,8 @@ declare global {
   interface Window {
     locattr: {
       shownNodes: App["shownNodes"];
+      shownEdges: App["shownEdges"];
+      axisLabels: App["axisLabels"];
       timings: typeof snapshot;
       clearTimings: typeof clear;
       /** Include deferred rasterisation in drawing timings (benchmarks). */
@@ -20,6 +22,8 @@ declare global {
 }
 window.locattr = {
   shownNodes: () => app.shownNodes(),
+  shownEdges: (limit) => app.shownEdges(limit),
+  axisLabels: () => app.axisLabels(),
   timings: snapshot,
   clearTimings: clear,
   flushTimings: (on) => {

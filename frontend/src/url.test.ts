@@ -1,25 +1,48 @@
 import { describe, expect, it } from "vitest";
 import { DEFAULT_FILTERS } from "./graph/filter";
-import { readUrl, writeUrl } from "./url";
+import { LIMITS } from "./limits";
+import { readUrl, writeUrl, type ViewState } from "./url";
+
+const BASE: ViewState = { prompt: null, pinned: [], filters: { ...DEFAULT_FILTERS }, normalize: "none", selected: null, trace: null, focus: null };
 
 describe("URL state", () => {
-  it("round-trips prompt, pins and non-default controls", () => {
-    const state = {
+  it("round-trips prompt, pins, selection, trace, focus and non-default controls", () => {
+    const state: ViewState = {
       prompt: 12,
       pinned: ["h.0.mlp.c_fc:3", "h.1.attn.o_proj:7"],
       filters: { ...DEFAULT_FILTERS, topK: 500, ciThreshold: 0.2 },
-      normalize: "l1_target" as const,
+      normalize: "l1_target",
+      selected: { key: "h.0.mlp.c_fc:3", pos: 4 },
+      trace: { direction: "up", hops: 2 },
+      focus: 4,
     };
     const search = writeUrl(state);
-    expect(search).toBe("?prompt=12&pinned=h.0.mlp.c_fc:3,h.1.attn.o_proj:7&top_k=500&ci=0.2&normalize=l1_target");
-    expect(readUrl(search)).toEqual(state);
+    expect(search).toBe(
+      "?prompt=12&pinned=h.0.mlp.c_fc:3,h.1.attn.o_proj:7&node=h.0.mlp.c_fc:3@4&trace=up&hops=2&focus=4&top_k=500&ci=0.2&normalize=l1_target",
+    );
+    expect(readUrl(search)).toEqual({ state, problems: [] });
+    expect(writeUrl(BASE)).toBe("");
   });
 
-  it("ignores junk", () => {
-    const state = readUrl("?prompt=abc&pinned=,nokey,,a:1&top_k=-5&normalize=max");
+  it("reports what it ignores", () => {
+    const { state, problems } = readUrl("?prompt=abc&pinned=,nokey,,a:1&top_k=-5&normalize=max&trace=up&focus=x");
     expect(state.prompt).toBeNull();
     expect(state.pinned).toEqual(["a:1"]);
-    expect(state.filters.topK).toBe(1);
+    expect(state.filters.topK).toBe(LIMITS.topK.min);
     expect(state.normalize).toBe("none");
+    expect(state.trace).toBeNull();
+    expect(state.focus).toBeNull();
+    expect(problems.join(" | ")).toMatch(/prompt=abc/);
+    expect(problems.join(" | ")).toMatch(/pin "nokey"/);
+    expect(problems.join(" | ")).toMatch(/normalize=max/);
+    expect(problems.join(" | ")).toMatch(/trace needs a node/);
+    expect(problems.join(" | ")).toMatch(/focus=x/);
+  });
+
+  it("clamps controls to the limits the controls use", () => {
+    const { state } = readUrl("?top_k=1e9&ci=7&hops=99&node=a:1@0&trace=down");
+    expect(state.filters.topK).toBe(LIMITS.topK.max);
+    expect(state.filters.ciThreshold).toBe(LIMITS.ciThreshold.max);
+    expect(state.trace).toEqual({ direction: "down", hops: LIMITS.traceHops.max });
   });
 });

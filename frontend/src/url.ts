@@ -1,49 +1,137 @@
-// The view's state in the address bar: `?prompt=ID&pinned=KEY,KEY` (+ non-default controls).
+// The view's state in the address bar: `?prompt=ID&pinned=KEY,KEY&node=KEY@POS&focus=POS&trace=up`
+// (+ non-default controls). Reading reports what it had to drop, so the page can say so.
 import type { Normalize } from "./api/client";
-import { DEFAULT_FILTERS, type FilterOptions } from "./graph/filter";
+import type { FilterOptions } from "./graph/filter";
+import { LIMITS, clampTo, type LimitName } from "./limits";
+
+export type TraceDirection = "up" | "down";
+
+/** A node of the graph named so that it survives a reload: component key and position. */
+export interface NodeRef {
+  key: string;
+  pos: number;
+}
+
+export interface Trace {
+  direction: TraceDirection;
+  hops: number;
+}
 
 export interface ViewState {
   prompt: number | null;
   pinned: string[];
   filters: FilterOptions;
   normalize: Normalize;
+  /** The selected node (its card is docked in the side panel); a trace starts from it. */
+  selected: NodeRef | null;
+  /** Show only what the selected node reaches upstream or downstream. */
+  trace: Trace | null;
+  /** A token position to focus: everything else is dimmed. */
+  focus: number | null;
+}
+
+export interface ParsedUrl {
+  state: ViewState;
+  /** Sentences about parameters that were malformed and ignored. */
+  problems: string[];
 }
 
 const NORMALIZE: readonly Normalize[] = ["none", "l1_target", "l2_target"];
+const KEY = /^[^\s,:@]+:\d+$/;
 
-function number(params: URLSearchParams, name: string, fallback: number, low: number, high: number): number {
-  const raw = params.get(name);
-  const value = raw === null || raw === "" ? Number.NaN : Number(raw);
-  return Number.isFinite(value) ? Math.min(high, Math.max(low, value)) : fallback;
+export function isComponentKey(key: string): boolean {
+  return KEY.test(key);
 }
 
-export function readUrl(search: string): ViewState {
+function nodeRef(raw: string): NodeRef | null {
+  const at = raw.lastIndexOf("@");
+  const pos = Number(raw.slice(at + 1));
+  const key = raw.slice(0, at);
+  return at > 0 && Number.isInteger(pos) && pos >= 0 && isComponentKey(key) ? { key, pos } : null;
+}
+
+export function readUrl(search: string): ParsedUrl {
   const params = new URLSearchParams(search);
-  const prompt = Number(params.get("prompt"));
-  const normalize = params.get("normalize") as Normalize | null;
+  const problems: string[] = [];
+  const number = (param: string, name: LimitName): number => {
+    const raw = params.get(param);
+    if (raw === null || raw === "") return LIMITS[name].default;
+    const value = Number(raw);
+    if (!Number.isFinite(value)) problems.push(`${param}=${raw} is not a number`);
+    return clampTo(name, value);
+  };
+
+  const rawPrompt = params.get("prompt");
+  const prompt = Number(rawPrompt);
+  const promptOk = rawPrompt !== null && /^\d+$/.test(rawPrompt) && prompt > 0;
+  if (rawPrompt !== null && !promptOk) problems.push(`prompt=${rawPrompt} is not a prompt id`);
+
+  const pinned: string[] = [];
+  for (const raw of (params.get("pinned") ?? "").split(",")) {
+    const key = raw.trim();
+    if (!key) continue;
+    if (!isComponentKey(key)) problems.push(`pin "${key}" is not a component key (layer:index)`);
+    else if (!pinned.includes(key)) pinned.push(key);
+  }
+
+  const rawNode = params.get("node");
+  const selected = rawNode ? nodeRef(rawNode) : null;
+  if (rawNode && !selected) problems.push(`node=${rawNode} is not layer:index@position`);
+
+  const rawTrace = params.get("trace");
+  let trace: Trace | null = null;
+  if (rawTrace === "up" || rawTrace === "down") {
+    if (selected) trace = { direction: rawTrace, hops: number("hops", "traceHops") };
+    else problems.push("trace needs a node (node=layer:index@position)");
+  } else if (rawTrace !== null) {
+    problems.push(`trace=${rawTrace} is not up or down`);
+  }
+
+  const rawFocus = params.get("focus");
+  const focus = rawFocus !== null && /^\d+$/.test(rawFocus) ? Number(rawFocus) : null;
+  if (rawFocus !== null && focus === null) problems.push(`focus=${rawFocus} is not a position`);
+
+  const rawNormalize = params.get("normalize");
+  const normalize = NORMALIZE.find((n) => n === rawNormalize) ?? "none";
+  if (rawNormalize !== null && normalize !== rawNormalize) problems.push(`normalize=${rawNormalize} is unknown`);
+
   return {
-    prompt: Number.isInteger(prompt) && prompt > 0 ? prompt : null,
-    pinned: [...new Set((params.get("pinned") ?? "").split(",").map((k) => k.trim()).filter((k) => k.includes(":")))],
-    filters: {
-      topK: Math.round(number(params, "top_k", DEFAULT_FILTERS.topK, 1, 100_000)),
-      minAbs: number(params, "min_abs", DEFAULT_FILTERS.minAbs, 0, Infinity),
-      ciThreshold: number(params, "ci", DEFAULT_FILTERS.ciThreshold, 0, 1),
-      maxMeanCi: number(params, "max_mean_ci", DEFAULT_FILTERS.maxMeanCi, 0, 1),
+    state: {
+      prompt: promptOk ? prompt : null,
+      pinned,
+      filters: {
+        topK: number("top_k", "topK"),
+        minAbs: number("min_abs", "minAbs"),
+        ciThreshold: number("ci", "ciThreshold"),
+        maxMeanCi: number("max_mean_ci", "maxMeanCi"),
+      },
+      normalize,
+      selected,
+      trace,
+      focus,
     },
-    normalize: normalize && NORMALIZE.includes(normalize) ? normalize : "none",
+    problems,
   };
 }
 
-/** The query string (with "?", or "" when everything is default); commas in keys stay readable. */
+const readableKey = (key: string): string => encodeURIComponent(key).replace(/%3A/gi, ":");
+
+/** The query string (with "?", or "" when everything is default); keys stay readable. */
 export function writeUrl(state: ViewState): string {
   const parts: string[] = [];
   if (state.prompt !== null) parts.push(`prompt=${state.prompt}`);
-  if (state.pinned.length) parts.push(`pinned=${state.pinned.map((k) => encodeURIComponent(k).replace(/%3A/gi, ":")).join(",")}`);
+  if (state.pinned.length) parts.push(`pinned=${state.pinned.map(readableKey).join(",")}`);
+  if (state.selected) parts.push(`node=${readableKey(state.selected.key)}@${state.selected.pos}`);
+  if (state.selected && state.trace) {
+    parts.push(`trace=${state.trace.direction}`);
+    if (state.trace.hops !== LIMITS.traceHops.default) parts.push(`hops=${state.trace.hops}`);
+  }
+  if (state.focus !== null) parts.push(`focus=${state.focus}`);
   const f = state.filters;
-  if (f.topK !== DEFAULT_FILTERS.topK) parts.push(`top_k=${f.topK}`);
-  if (f.minAbs !== DEFAULT_FILTERS.minAbs) parts.push(`min_abs=${f.minAbs}`);
-  if (f.ciThreshold !== DEFAULT_FILTERS.ciThreshold) parts.push(`ci=${f.ciThreshold}`);
-  if (f.maxMeanCi !== DEFAULT_FILTERS.maxMeanCi) parts.push(`max_mean_ci=${f.maxMeanCi}`);
+  if (f.topK !== LIMITS.topK.default) parts.push(`top_k=${f.topK}`);
+  if (f.minAbs !== LIMITS.minAbs.default) parts.push(`min_abs=${f.minAbs}`);
+  if (f.ciThreshold !== LIMITS.ciThreshold.default) parts.push(`ci=${f.ciThreshold}`);
+  if (f.maxMeanCi !== LIMITS.maxMeanCi.default) parts.push(`max_mean_ci=${f.maxMeanCi}`);
   if (state.normalize !== "none") parts.push(`normalize=${state.normalize}`);
   return parts.length ? `?${parts.join("&")}` : "";
 }

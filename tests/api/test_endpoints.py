@@ -34,6 +34,11 @@ def test_prompt_list_pages(client: httpx.Client) -> None:
     assert first["items"][0]["preview"] == "Once upon a"
     rest = client.get("/api/prompts", params={"limit": 2, "cursor": first["next_cursor"]}).json()
     assert [p["id"] for p in rest["items"]] == [3] and rest["next_cursor"] is None
+    # a page may start at a given id (the frontend opens a prompt beyond its first page)
+    started = client.get("/api/prompts", params={"limit": 1, "start": 2}).json()
+    assert [p["id"] for p in started["items"]] == [2] and started["count"] == 3
+    after = client.get("/api/prompts", params={"limit": 1, "cursor": started["next_cursor"]})
+    assert [p["id"] for p in after.json()["items"]] == [3]
 
 
 def test_prompt_graph_pruning(client: httpx.Client) -> None:
@@ -163,9 +168,9 @@ def test_bad_input_is_a_4xx_that_says_why(
     assert body["error"] == code and len(body["detail"]) > 10
 
 
-@pytest.mark.parametrize(("n_keys", "status"), [(1_000, 422), (10_000, 400)])
+@pytest.mark.parametrize(("n_keys", "status"), [(1_000, 422), (50_000, 400)])
 def test_huge_searches_are_refused_fast(api_url: str, n_keys: int, status: int) -> None:
-    """1,000 keys: our limit answers; 10,000 (a 180 kB URL): the HTTP server's limit does."""
+    """1,000 keys: our limit answers; 50,000 (a 940 kB URL): the HTTP server's limit does."""
     keys = ",".join(f"h.0.mlp.c_fc:{i}" for i in range(n_keys))
     host, port = api_url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=10)

@@ -6,15 +6,23 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
+from locattr import LocalAttrDB
 from tests.api.server import free_port
 
 LOCATTR = str(Path(sys.executable).with_name("locattr"))
 
 
-def test_demo_builds_then_serves(tmp_path: Path) -> None:
+@pytest.mark.parametrize("existing", [False, True], ids=["fresh", "from-before-inputs"])
+def test_demo_builds_then_serves(tmp_path: Path, existing: bool) -> None:
+    """A demo database from before graphs held inputs and outputs is rebuilt, not refused."""
     port = free_port()
     db = tmp_path / "data" / "demo.db"
+    if existing:
+        db.parent.mkdir()
+        with LocalAttrDB(db) as old:
+            old.set_meta({"run": "demo", "n_ctx": 32})
     server = subprocess.Popen(
         [LOCATTR, "demo", "--db", str(db), "--n-prompts", "4", "--port", str(port)],
         stdout=subprocess.PIPE,
@@ -38,3 +46,6 @@ def test_demo_builds_then_serves(tmp_path: Path) -> None:
         server.terminate()
         output = server.communicate(timeout=30)[0]
     assert f"http://127.0.0.1:{port}" in output
+    assert ("rebuilding it" in output) == existing
+    with LocalAttrDB(db, readonly=True) as built:
+        assert built.get_meta()["inputs"] is True

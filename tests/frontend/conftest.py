@@ -18,7 +18,8 @@ from tests.api.server import running_server
 
 FRONTEND = Path(__file__).resolve().parents[2] / "frontend"
 GENERATE = str(Path(sys.executable).with_name("locattr-generate"))
-N_PROMPTS = 10
+N_PROMPTS = 60  # more than one page of the prompt list (50)
+N_CTX = 32
 # As root in a container, without GPU, without the background traffic a closed network refuses.
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -54,7 +55,7 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("frontend") / "demo.db"
     result = subprocess.run(
         [GENERATE, "--model", "demo", "--output", str(path), "--n-prompts", str(N_PROMPTS)]
-        + ["--n-ctx", "16"],
+        + ["--n-ctx", str(N_CTX), "--batch-size", "8"],
         capture_output=True,
         text=True,
         timeout=300,

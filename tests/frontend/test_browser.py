@@ -13,9 +13,13 @@ from playwright.sync_api import Page, expect
 
 from tests.frontend.conftest import N_PROMPTS, built_frontend
 
+PROMPT_PAGE = 50  # the prompt list's page size (frontend/src/limits.ts)
+PSEUDO_LAYERS = ("wte", "output")
+
 
 class ShownNode(TypedDict):
     key: str
+    layer: str
     pos: int
     x: float
     y: float
@@ -28,6 +32,18 @@ def open_app(page: Page, url: str, query: str = "") -> None:
 
 def shown_nodes(page: Page) -> list[ShownNode]:
     return page.evaluate("window.locattr.shownNodes()")
+
+
+def component_nodes(page: Page) -> list[ShownNode]:
+    """Shown nodes of decomposed layers (not the input and output rows)."""
+    return [n for n in shown_nodes(page) if n["layer"] not in PSEUDO_LAYERS]
+
+
+def pin(page: Page, node: ShownNode) -> None:
+    """Shift-click pins a node's component (a plain click selects the node)."""
+    page.keyboard.down("Shift")
+    page.mouse.click(node["x"], node["y"])
+    page.keyboard.up("Shift")
 
 
 def edges_shown(page: Page) -> int:
@@ -55,7 +71,7 @@ def component(app_url: str, key: str) -> dict[str, Any]:
 def node_with_context(page: Page, app_url: str) -> ShownNode:
     """A shown node whose component has a stored activation context with examples."""
     seen: set[str] = set()
-    for node in shown_nodes(page):
+    for node in component_nodes(page):
         if node["key"] in seen:
             continue
         seen.add(node["key"])
@@ -68,7 +84,7 @@ def node_with_context(page: Page, app_url: str) -> ShownNode:
 
 def test_prompt_list_fills_and_the_graph_is_drawn(page: Page, app_url: str) -> None:
     open_app(page, app_url)
-    expect(page.get_by_test_id("prompt-item")).to_have_count(N_PROMPTS)
+    expect(page.get_by_test_id("prompt-item")).to_have_count(min(N_PROMPTS, PROMPT_PAGE))
     expect(page.get_by_test_id("prompt-list")).to_contain_text("#1")
     assert current_prompt(page) == 1  # the first prompt opens by itself
     expect(page.get_by_test_id("edge-count")).to_contain_text(re.compile(r"Showing [\d,]+ of"))
@@ -110,10 +126,10 @@ def test_hover_shows_the_node_card_with_activation_context(page: Page, app_url: 
     expect(card).to_be_hidden()
 
 
-def test_click_pins_and_the_pin_survives_a_prompt_switch(page: Page, app_url: str) -> None:
+def test_shift_click_pins_and_the_pin_survives_a_prompt_switch(page: Page, app_url: str) -> None:
     open_app(page, app_url, "?prompt=1")
-    node = shown_nodes(page)[0]
-    page.mouse.click(node["x"], node["y"])
+    node = component_nodes(page)[0]
+    pin(page, node)
     pinned = page.get_by_test_id("pinned-item")
     expect(pinned).to_have_count(1)
     expect(pinned).to_have_attribute("data-key", node["key"])
@@ -130,8 +146,8 @@ def test_click_pins_and_the_pin_survives_a_prompt_switch(page: Page, app_url: st
 
 def test_search_finds_the_current_prompt_and_arrows_step_through(page: Page, app_url: str) -> None:
     open_app(page, app_url, "?prompt=1")
-    node = shown_nodes(page)[0]
-    page.mouse.click(node["x"], node["y"])
+    node = component_nodes(page)[0]
+    pin(page, node)
     page.get_by_test_id("search-button").click()
     results = page.get_by_test_id("search-results")
     mine = results.locator('[data-testid="search-result"][data-prompt-id="1"]')
@@ -158,7 +174,13 @@ def test_search_finds_the_current_prompt_and_arrows_step_through(page: Page, app
 
 def test_a_url_with_pins_restores_them(page: Page, app_url: str) -> None:
     graph = httpx.get(f"{app_url}/api/prompt/3", timeout=30).json()
-    keys = list(dict.fromkeys(f"{n['layer']}:{n['component']}" for n in graph["nodes"]))[:2]
+    keys = list(
+        dict.fromkeys(
+            f"{n['layer']}:{n['component']}"
+            for n in graph["nodes"]
+            if n["layer"] not in PSEUDO_LAYERS
+        )
+    )[:2]
     open_app(page, app_url, f"?prompt=3&pinned={','.join(keys)}")
     pinned = page.get_by_test_id("pinned-item")
     expect(pinned).to_have_count(2)
@@ -192,8 +214,12 @@ def test_controls_prune_the_graph(page: Page, app_url: str) -> None:
     nodes, edges, mean_ci = graph["nodes"], graph["edges"], graph["mean_ci"]
 
     def kept(passes: Callable[[dict[str, Any]], bool]) -> int:
-        """How many of the 40 edges join two nodes that pass."""
-        return sum(passes(nodes[e["source"]]) and passes(nodes[e["target"]]) for e in edges)
+        """How many of the 40 edges join two nodes that pass (inputs and outputs always do)."""
+
+        def ok(node: dict[str, Any]) -> bool:
+            return node["layer"] in PSEUDO_LAYERS or passes(node)
+
+        return sum(ok(nodes[e["source"]]) and ok(nodes[e["target"]]) for e in edges)
 
     set_control(page, "ci-threshold", "0.5")
     wait_for_edges(page, kept(lambda n: n["ci"] >= 0.5))

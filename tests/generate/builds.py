@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from sqlalchemy import text
 
 from locattr import LocalAttrDB
@@ -20,11 +21,14 @@ def graphs_by_identity(target: str) -> dict[str, Graph]:
 
 def assert_same_builds(left: str, right: str) -> None:
     """Same prompt identities with equal graphs. Batching and thread counts change the order of
-    float32 sums, so values agree to ~1e-5 relative (the compute tests hold the strict check)."""
+    float32 sums, so values agree to ~1e-5 relative (the compute tests hold the strict check),
+    and small values that are sums of large terms (edges from `wte` and into `output` reach
+    ~10) only to within ~1e-6 of the graph's largest value."""
     a, b = graphs_by_identity(left), graphs_by_identity(right)
     assert sorted(a) == sorted(b)
     for identity, graph in a.items():
-        assert graph.same_as(b[identity], rtol=1e-4, atol=1e-6), identity
+        scale = float(np.abs(graph.edge_value).max(initial=1.0))
+        assert graph.same_as(b[identity], rtol=1e-4, atol=1e-6 * scale), identity
 
 
 def assert_consistent(target: str) -> None:

@@ -41,7 +41,8 @@ def test_graphs_equal_computing_the_prompts_directly(tmp_path: Path) -> None:
         for info in db.iter_prompts():
             stored = db.get_graph(info.id)
             assert stored is not None and stored.n_edges > 0
-            assert stored.same_as(compute_graph(run, info.token_ids), rtol=1e-5, atol=1e-7)
+            direct = compute_graph(run, info.token_ids, include_wte=True, include_output=True)
+            assert stored.same_as(direct, rtol=1e-5, atol=1e-7)
             assert "".join(info.tokens).strip()  # readable text for previews
         key = db.get_unique_components()[0]
         assert db.find_prompts_with_components([key]).total >= 1
@@ -110,6 +111,10 @@ def test_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str) ->
         (str(Path(__file__)), [], "is not a usable locattr database"),
         ("x.db", ["--shard", "3/2"], "expected K/N with 1 <= K <= N"),
         ("x.db", ["--n-gpus", "0"], "must be at least 1"),
+        ("x.db", ["--output-prob-threshold", "0"], "expected a probability in (0, 1]"),
+        ("x.db", ["--output-prob-threshold", "1.5"], "expected a probability in (0, 1]"),
+        ("x.db", ["--output-prob-threshold", "nan"], "expected a probability in (0, 1]"),
+        ("x.db", ["--output-prob-threshold", "often"], "expected a probability in (0, 1]"),
     ],
 )
 def test_bad_outputs_and_flags_are_one_line(

@@ -68,3 +68,20 @@ def test_merge_refuses_another_build(tmp_path: Path) -> None:
         b.set_meta({"run": "wandb:x/y/runs/two"})
         with pytest.raises(DatabaseError, match="'run' differs"):
             a.merge_from(b)
+
+
+def test_merge_refuses_a_build_without_inputs_and_outputs_into_one_with_them(
+    tmp_path: Path,
+) -> None:
+    """A build from before `inputs`/`outputs` were recorded stored neither, and says so."""
+    with LocalAttrDB(tmp_path / "a.db") as a, LocalAttrDB(tmp_path / "b.db") as b:
+        a.set_meta({"run": "demo", "inputs": True, "outputs": True, "output_prob_threshold": 0.01})
+        b.set_meta({"run": "demo"})
+        with pytest.raises(DatabaseError, match="'inputs' differs"):
+            a.merge_from(b)
+        b.set_meta({"inputs": False, "outputs": True, "output_prob_threshold": 0.05})
+        with pytest.raises(DatabaseError, match="'inputs' differs"):
+            a.merge_from(b)
+        b.set_meta({"inputs": True})
+        with pytest.raises(DatabaseError, match="'output_prob_threshold' differs"):
+            a.merge_from(b)

@@ -10,6 +10,7 @@ export type PromptGraph = Schemas["PromptGraph"];
 export type SearchResults = Schemas["SearchResults"];
 export type SearchResult = Schemas["SearchResult"];
 export type ComponentDetail = Schemas["ComponentDetail"];
+export type ComponentDetails = Schemas["ComponentDetails"];
 export type Normalize = PromptGraph["normalize"];
 
 type Query<P extends keyof paths> = paths[P]["get"] extends { parameters: { query?: infer Q } }
@@ -84,5 +85,10 @@ export class Api {
 
   component(key: string): Promise<ComponentDetail> {
     return getJson(this.base, `/api/components/${encodeURIComponent(key)}`);
+  }
+
+  /** Several components' details in one request, activation contexts cut to `examples`. */
+  componentDetails(keys: string[], examples: number): Promise<ComponentDetails> {
+    return getJson(this.base, "/api/component_details", { keys: keys.join(","), examples });
   }
 }

@@ -73,7 +73,7 @@ export interface paths {
         };
         /**
          * List Prompts
-         * @description Prompts in id order, a page at a time.
+         * @description Prompts in id order, a page at a time (from the first, or from `start`).
          */
         get: operations["listPrompts"];
         put?: never;
@@ -156,6 +156,29 @@ export interface paths {
          * @description How often and how strongly a component fires, where most, and its activation context.
          */
         get: operations["getComponent"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/component_details": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Component Details
+         * @description Many components at once, as `/api/components/{key}` answers each (what a hover card
+         *     shows), for exports: one request and two queries instead of one request per component.
+         *
+         *     Activation contexts keep their first `examples` examples; co-firing is left out.
+         */
+        get: operations["getComponentDetails"];
         put?: never;
         post?: never;
         delete?: never;
@@ -256,14 +279,31 @@ export interface components {
             } | null;
             /**
              * Cofiring
-             * @description Components firing most often in this one's strongest prompts.
+             * @description Components firing most often in this one's strongest prompts; empty in /api/component_details, which leaves it out (it costs a query per component).
              */
             cofiring: components["schemas"]["Cofiring"][];
             /**
              * Cofiring Sample
-             * @description How many of its strongest prompts were counted.
+             * @description How many of its strongest prompts were counted (0 where it was left out).
              */
             cofiring_sample: number;
+        };
+        /**
+         * ComponentDetails
+         * @description Many components as `/api/components/{key}` answers, for exports: activation contexts
+         *     cut to their first examples, co-firing left out (`cofiring` empty, `cofiring_sample` 0).
+         */
+        ComponentDetails: {
+            /**
+             * Items
+             * @description The known components, in the order asked.
+             */
+            items: components["schemas"]["ComponentDetail"][];
+            /**
+             * Unknown Components
+             * @description Well-formed keys naming no component of this database.
+             */
+            unknown_components: string[];
         };
         /** ComponentList */
         ComponentList: {
@@ -456,6 +496,13 @@ export interface components {
              */
             mean_ci?: {
                 [key: string]: number;
+            };
+            /**
+             * Output Tokens
+             * @description Text of the tokens the `output` nodes predict, by token id (their `component`), when the database stores the vocabulary.
+             */
+            output_tokens?: {
+                [key: string]: string;
             };
         };
         /** PromptPage */
@@ -730,6 +777,8 @@ export interface operations {
                 limit?: number;
                 /** @description `next_cursor` of the previous page. */
                 cursor?: string | null;
+                /** @description Start at this prompt id (ignored with a cursor). */
+                start?: number | null;
             };
             header?: never;
             path?: never;
@@ -969,6 +1018,60 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ComponentDetail"];
+                };
+            };
+            /** @description No such prompt, component or path. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter is malformed or out of range. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The query timed out, or the database or a stored graph is unusable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    getComponentDetails: {
+        parameters: {
+            query: {
+                /** @description Comma-separated component keys `layer:index`, at most 500. */
+                keys: string;
+                /** @description How many activation-context examples to keep, the strongest first. */
+                examples?: number;
+                /** @description How many top prompts per component (0: none, fastest). */
+                top?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ComponentDetails"];
                 };
             };
             /** @description No such prompt, component or path. */

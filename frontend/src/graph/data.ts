@@ -19,6 +19,8 @@ export interface GraphData {
   edgeTarget: Int32Array;
   edgeValue: Float32Array;
   meanCi: ReadonlyMap<string, number>;
+  /** Text of the tokens that `output` nodes stand for, by token id (component), when known. */
+  outputTokens: ReadonlyMap<number, string>;
   normalize: Normalize;
   nEdgesTotal: number;
   nEdgesDropped: number;
@@ -26,6 +28,21 @@ export interface GraphData {
 
 export function componentKey(layer: string, component: number): string {
   return `${layer}:${component}`;
+}
+
+/** What node i is, for people: the input token, the predicted token, or the component key. */
+export function nodeLabel(graph: GraphData, i: number): string {
+  const layer = graph.layers[graph.nodeLayer[i]!];
+  const pos = graph.nodePos[i]!;
+  if (layer === WTE_LAYER) return `input ${JSON.stringify(graph.tokens[pos] ?? "")} @${pos}`;
+  if (layer === OUTPUT_LAYER) return `output ${JSON.stringify(outputToken(graph, i))} @${pos}`;
+  return `${graph.nodeKey[i]} @${pos}`;
+}
+
+/** The predicted token an `output` node stands for (its id when the text is unknown). */
+export function outputToken(graph: GraphData, i: number): string {
+  const id = graph.nodeComponent[i]!;
+  return graph.outputTokens.get(id) ?? `#${id}`;
 }
 
 export function toGraphData(graph: PromptGraph): GraphData {
@@ -74,6 +91,7 @@ export function toGraphData(graph: PromptGraph): GraphData {
     edgeTarget,
     edgeValue,
     meanCi: new Map(Object.entries(graph.mean_ci ?? {})),
+    outputTokens: new Map(Object.entries(graph.output_tokens ?? {}).map(([id, text]) => [Number(id), text])),
     normalize: graph.normalize,
     nEdgesTotal: graph.n_edges_total,
     nEdgesDropped: graph.n_edges_dropped,
@@ -170,6 +188,7 @@ export function parseGraphFile(text: string): OpenedFile {
     n_edges_dropped: typeof data.n_edges_dropped === "number" ? data.n_edges_dropped : 0,
     normalize,
     mean_ci: isRecord(data.mean_ci) ? (data.mean_ci as Record<string, number>) : {},
+    output_tokens: isRecord(data.output_tokens) ? (data.output_tokens as Record<string, string>) : {},
   };
   const layerOrder = Array.isArray(data.layer_order)
     ? data.layer_order.filter((l): l is string => typeof l === "string")

@@ -1,5 +1,6 @@
 // Client-side filters: which nodes and edges of a loaded graph are shown.
-import type { GraphData } from "./data";
+import { LIMITS } from "../limits";
+import { OUTPUT_LAYER, WTE_LAYER, type GraphData } from "./data";
 
 export interface FilterOptions {
   /** Keep at most this many edges, strongest |value| first. */
@@ -13,7 +14,12 @@ export interface FilterOptions {
   maxMeanCi: number;
 }
 
-export const DEFAULT_FILTERS: FilterOptions = { topK: 1000, minAbs: 0, ciThreshold: 0, maxMeanCi: 1 };
+export const DEFAULT_FILTERS: Readonly<FilterOptions> = {
+  topK: LIMITS.topK.default,
+  minAbs: LIMITS.minAbs.default,
+  ciThreshold: LIMITS.ciThreshold.default,
+  maxMeanCi: LIMITS.maxMeanCi.default,
+};
 
 export interface Visible {
   /** Shown node indices, ascending. */
@@ -24,10 +30,17 @@ export interface Visible {
   maxAbs: number;
 }
 
+/** Which nodes the CI and mean-CI filters keep; input and output nodes always pass (an output's
+ * "CI" is its probability, already cut at generation). */
 export function nodePasses(graph: GraphData, options: FilterOptions): Uint8Array {
   const n = graph.nodeCi.length;
   const ok = new Uint8Array(n);
+  const pseudo = graph.layers.map((layer) => layer === WTE_LAYER || layer === OUTPUT_LAYER);
   for (let i = 0; i < n; i++) {
+    if (pseudo[graph.nodeLayer[i]!]) {
+      ok[i] = 1;
+      continue;
+    }
     const mean = graph.meanCi.get(graph.nodeKey[i]!);
     ok[i] = graph.nodeCi[i]! >= options.ciThreshold && !(mean !== undefined && mean > options.maxMeanCi) ? 1 : 0;
   }

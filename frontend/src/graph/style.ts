@@ -4,8 +4,10 @@
 // about twenty times faster than wider strokes. So every edge is a hairline whose opacity
 // grows with |value|, except the strongest few (THICK_EDGES at most), which also get wider.
 
-export const POSITIVE = "37, 99, 235"; // blue
-export const NEGATIVE = "220, 38, 38"; // red
+// Blue and vermillion (Okabe-Ito): where hairlines of both signs overlap they blend to a
+// neutral grey, not to a third hue that could be read as a sign.
+export const POSITIVE = "0, 114, 178"; // blue
+export const NEGATIVE = "213, 94, 0"; // vermillion
 export const EDGE_LEVELS = 8;
 /** Levels from this one up are drawn wider than a hairline (for the strongest edges). */
 export const THICK_FROM = 6;
@@ -38,7 +40,7 @@ export function batchStyle(batch: number): { color: string; alpha: number; width
   const t = (level + 1) / EDGE_LEVELS;
   return {
     color: batch >= SLOTS ? NEGATIVE : POSITIVE,
-    alpha: 0.12 + 0.68 * t * t,
+    alpha: 0.12 + 0.78 * t * t,
     width: level >= THICK_FROM && !capped ? 1 + 2 * (level - THICK_FROM + 1) / (EDGE_LEVELS - THICK_FROM) : HAIRLINE,
   };
 }
@@ -59,6 +61,9 @@ export const NODE_LEVELS = 8;
 export function nodeLevel(ci: number): number {
   return Math.max(0, Math.min(NODE_LEVELS - 1, Math.floor(Math.sqrt(Math.max(0, ci)) * NODE_LEVELS)));
 }
+
+/** A white casing drawn under the wide strokes, so crossing strong edges stay apart. */
+export const CASING = "rgba(255, 255, 255, 0.9)";
 
 /** Grey from light (low CI) to near-black (CI 1); output nodes in green. */
 export function nodeColor(level: number, output: boolean): string {

@@ -17,5 +17,6 @@ export function promptGraph(tokens: string[], nodes: NodeTuple[], edges: EdgeTup
     n_edges_dropped: 0,
     normalize: "none",
     mean_ci: meanCi,
+    output_tokens: {},
   };
 }

@@ -1,4 +1,4 @@
-"""The FastAPI application: lifespan-managed database, routers, errors, gzip, frontend."""
+"""The FastAPI application: lifespan-managed database, routers, errors, docs, gzip, frontend."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 
 from locattr import __version__
 from locattr.api.database import Database
+from locattr.api.docs import install_docs
 from locattr.api.errors import install_error_handlers
 from locattr.api.routers import components, meta, prompts, search
 from locattr.api.settings import Settings
@@ -58,8 +59,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Local attribution graphs of SPD-decomposed language models.",
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
+        docs_url=None,  # served from local assets by `install_docs`: nodes may have no network
+        redoc_url=None,
     )
     install_error_handlers(app)
+    install_docs(app)
     for router in (meta.router, prompts.router, search.router, components.router):
         app.include_router(router)
     # Level 1: a pruned graph's JSON shrinks 4x in ~1 ms; level 9 (the default) gains 15% more

@@ -114,6 +114,11 @@ class PromptGraph(BaseModel):
         description="Dataset mean CI of the graph's components by key `layer:index`, for those "
         "that have one (from their activation contexts).",
     )
+    output_tokens: dict[str, str] = Field(
+        default_factory=dict,
+        description="Text of the tokens the `output` nodes predict, by token id (their "
+        "`component`), when the database stores the vocabulary.",
+    )
 
 
 class ComponentMatch(BaseModel):
@@ -196,9 +201,22 @@ class ComponentDetail(BaseModel):
     top_prompt_ids: list[int]
     activation_context: dict[str, Any] | None
     cofiring: list[Cofiring] = Field(
-        description="Components firing most often in this one's strongest prompts."
+        description="Components firing most often in this one's strongest prompts; empty in "
+        "/api/component_details, which leaves it out (it costs a query per component)."
     )
-    cofiring_sample: int = Field(description="How many of its strongest prompts were counted.")
+    cofiring_sample: int = Field(
+        description="How many of its strongest prompts were counted (0 where it was left out)."
+    )
+
+
+class ComponentDetails(BaseModel):
+    """Many components as `/api/components/{key}` answers, for exports: activation contexts
+    cut to their first examples, co-firing left out (`cofiring` empty, `cofiring_sample` 0)."""
+
+    items: list[ComponentDetail] = Field(description="The known components, in the order asked.")
+    unknown_components: list[str] = Field(
+        description="Well-formed keys naming no component of this database."
+    )
 
 
 class ActivationContextItem(BaseModel):

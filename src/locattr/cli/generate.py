@@ -106,7 +106,36 @@ def parser() -> argparse.ArgumentParser:
         "windows so the two never overlap (default 512; 0 skips them)",
     )
     p.add_argument("--no-graphs", action="store_true", help="store only the inverted index")
+    p.add_argument(
+        "--no-inputs",
+        action="store_true",
+        help="leave the token-embedding input nodes (layer `wte`) out of the graphs",
+    )
+    p.add_argument(
+        "--no-outputs",
+        action="store_true",
+        help="leave the output nodes (layer `output`, one per likely next token) out of the graphs",
+    )
+    p.add_argument(
+        "--output-prob-threshold",
+        type=_probability,
+        default=0.01,
+        metavar="P",
+        help="a token is an output node where its predicted probability reaches this (0.01)",
+    )
     return p
+
+
+def _probability(text: str) -> float:
+    """An argparse type: a float in (0, 1] (a threshold of 0 would make every token a node)."""
+    message = f"expected a probability in (0, 1], e.g. 0.01, not {text!r}"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(message) from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(message)
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -141,6 +170,9 @@ def main(argv: list[str] | None = None) -> None:
         dataset=DatasetChoice(args.dataset, args.split, args.column, args.streaming),
         keep_graphs=not args.no_graphs,
         context_windows=args.context_windows,
+        include_inputs=not args.no_inputs,
+        include_outputs=not args.no_outputs,
+        output_prob_threshold=args.output_prob_threshold,
     )
     try:
         with progress_display("locattr-generate") as show:

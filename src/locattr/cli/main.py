@@ -229,12 +229,26 @@ def demo(
     from locattr.generate import GenerateOptions, generate
 
     Path(db).parent.mkdir(parents=True, exist_ok=True)
+    if _demo_without_inputs(db):
+        console.print(f"{db} predates input and output nodes in graphs: rebuilding it")
+        for suffix in ("", "-wal", "-shm"):
+            Path(db + suffix).unlink(missing_ok=True)
     options = GenerateOptions(model="demo", output=db, n_prompts=n_prompts, n_ctx=32, batch_size=8)
     with progress_display("building the demo database") as show:
         result = generate(options, show)
     if result.added:
         console.print(f"{db}: {result.added} prompts added")
     _serve(db, host=host, port=port, cors=[])
+
+
+def _demo_without_inputs(db: str) -> bool:
+    """A demo database file built before graphs held `wte` and `output` nodes: the demo is
+    rebuilt rather than refused, since nothing in it is the user's own."""
+    if not Path(db).is_file():
+        return False
+    with LocalAttrDB(db, readonly=True) as existing:
+        meta = existing.get_meta()
+    return meta.get("run") == "demo" and "inputs" not in meta
 
 
 def _serve(db: str, *, host: str, port: int, cors: list[str]) -> None:

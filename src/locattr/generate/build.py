@@ -22,7 +22,8 @@ from locattr.compute import LoadedRun, load_run
 from locattr.demo import demo_run_path
 from locattr.generate.contexts import compute_contexts
 from locattr.generate.options import GenerateError, GenerateOptions
-from locattr.generate.prompts import PromptPlan, plan_prompts
+from locattr.generate.prompts import PromptPlan, plan_prompts, vocab_size
+from locattr.generate.text import TokenText
 from locattr.generate.workers import (
     Event,
     Stored,
@@ -32,12 +33,11 @@ from locattr.generate.workers import (
     deal,
     run_worker,
     run_worker_processes,
+    stores_inputs,
     worker_devices,
 )
 from locattr.storage import LocalAttrDB
-
-# Provenance keys a database is built under once; extending it with others is refused.
-FIXED_KEYS = ("run", "config_digest", "ci_threshold", "attr_threshold", "n_ctx", "context_windows")
+from locattr.storage.provenance import first_difference
 
 
 @dataclass
@@ -123,6 +123,8 @@ def generate(
         db.register_layers({p: run.model.components(p).C for p in run.model.module_paths})
         stored = db.existing_identities([p.identity for p in mine])
         contexts_s = _ensure_contexts(db, run, plan, options)
+        if run.tokenizer is not None and db.get_vocabulary() is None:
+            db.set_vocabulary(TokenText(run.tokenizer).vocabulary(vocab_size(run)))
     todo = [p for p in mine if p.identity not in stored]
     state = Progress(total=len(mine), done=len(mine) - len(todo))
 
@@ -173,7 +175,12 @@ def _ensure_contexts(
 
 
 def provenance(options: GenerateOptions, run: LoadedRun, plan: PromptPlan) -> dict[str, object]:
-    """What every graph in the database was computed from; a database holds one of these."""
+    """What every graph in the database was computed from; a database holds one of these.
+
+    `inputs` and `outputs` say whether the graphs hold `wte` and `output` nodes (what was
+    stored, not what was asked for: a run without a `wte` pseudo-layer stores no inputs); the
+    output threshold is None without outputs, where it has no effect.
+    """
     config_bytes = (run.run_dir / "final_config.yaml").read_bytes()
     return {
         "run": options.model,
@@ -183,6 +190,9 @@ def provenance(options: GenerateOptions, run: LoadedRun, plan: PromptPlan) -> di
         "attr_threshold": options.attr_threshold,
         "n_ctx": options.n_ctx,
         "context_windows": options.context_windows if options.prompts_file is None else None,
+        "inputs": stores_inputs(options, run),
+        "outputs": options.include_outputs,
+        "output_prob_threshold": options.output_prob_threshold if options.include_outputs else None,
         "seed": options.seed,
         "dataset": plan.dataset,
         "versions": {
@@ -197,14 +207,26 @@ def provenance(options: GenerateOptions, run: LoadedRun, plan: PromptPlan) -> di
 
 
 def _check_provenance(db: LocalAttrDB, wanted: dict[str, object]) -> None:
-    stored = db.get_meta()
-    for key in FIXED_KEYS:
-        if key in stored and stored[key] != wanted[key]:
-            raise GenerateError(
-                f"{db.target.display} was built with {key}={stored[key]!r}, not {wanted[key]!r}: "
-                "write to a new --output, or rerun with the original settings"
-            )
+    difference = first_difference(db.get_meta(), wanted)
+    if difference is not None:
+        key, stored = difference.key, difference.existing
+        raise GenerateError(
+            f"{db.target.display} was built with {key}={stored!r}, not {difference.other!r}: "
+            f"write to a new --output, or {_same_setting(key, stored)}"
+        )
     db.set_meta(wanted)
+
+
+def _same_setting(key: str, stored: object) -> str:
+    """How to ask for the setting a database was built with, where one flag gives it."""
+    match key:
+        case "inputs" | "outputs":
+            flag = f"--no-{key}"
+            return f"pass {flag}" if stored is False else f"rerun without {flag}"
+        case "output_prob_threshold":
+            return f"pass --output-prob-threshold {stored}"
+        case _:
+            return "rerun with the original settings"
 
 
 def _git_revision() -> str | None:

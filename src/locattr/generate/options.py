@@ -64,3 +64,16 @@ class GenerateOptions:
     keep_graphs: bool = True
     context_windows: int = 512
     """Windows (disjoint from the prompts) the activation contexts are computed over."""
+    include_inputs: bool = True
+    """Store the token-embedding input nodes (pseudo-layer `wte`), where the run has one."""
+    include_outputs: bool = True
+    """Store the output nodes (pseudo-layer `output`): tokens predicted with at least
+    `output_prob_threshold` probability."""
+    output_prob_threshold: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not 0 < self.output_prob_threshold <= 1:
+            raise GenerateError(
+                f"--output-prob-threshold {self.output_prob_threshold!r}: expected a "
+                "probability in (0, 1], e.g. 0.01"
+            )

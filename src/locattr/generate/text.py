@@ -25,6 +25,11 @@ class TokenText:
             self.pieces[token_id] = piece
         return piece
 
+    def vocabulary(self, size: int) -> list[str]:
+        """Every token as it reads after another token (`strings`' rule for a later position):
+        the labels of predicted tokens."""
+        return [self.strings([0, token_id])[1] for token_id in range(size)]
+
     def strings(self, token_ids: Sequence[int]) -> list[str]:
         """Word pieces (`##x`) join the previous token; other tokens get a leading space unless
         they are punctuation, start the sequence, or bring their own (byte-level BPE tokens

@@ -178,6 +178,12 @@ class _Writer(threading.Thread):
             raise self.error
 
 
+def stores_inputs(options: GenerateOptions, run: LoadedRun) -> bool:
+    """Whether the graphs get `wte` nodes: asked for, and the run has that pseudo-layer (a run
+    whose token embedding is itself decomposed has none: its components are the inputs)."""
+    return options.include_inputs and run.structure.has_wte
+
+
 def prompt_records(
     run: LoadedRun, text: TokenText, batch: Sequence[Prompt], options: GenerateOptions
 ) -> list[PromptRecord]:
@@ -186,6 +192,9 @@ def prompt_records(
         [p.token_ids for p in batch],
         ci_threshold=options.ci_threshold,
         attr_threshold=options.attr_threshold,
+        include_wte=stores_inputs(options, run),
+        include_output=options.include_outputs,
+        output_prob_threshold=options.output_prob_threshold,
     )
     return [
         PromptRecord(

@@ -19,6 +19,7 @@ from locattr.storage.engine import (
     resolve_target,
 )
 from locattr.storage.keys import ComponentKey
+from locattr.storage.merge import merge_databases
 from locattr.storage.records import (
     ComponentStats,
     ComponentSummary,
@@ -27,9 +28,6 @@ from locattr.storage.records import (
     SearchPage,
 )
 from locattr.storage.schema import check_revision
-
-PROVENANCE_KEYS = ("run", "config_digest", "ci_threshold", "attr_threshold", "n_blocks")
-"""Meta keys that must agree before prompts from two builds may share one database."""
 
 
 class LocalAttrDB:
@@ -130,6 +128,14 @@ class LocalAttrDB:
         with writes.write_transaction(self.engine) as connection:
             writes.set_meta(connection, values)
 
+    def set_vocabulary(self, tokens: Sequence[str]) -> None:
+        """Store the tokenizer's vocabulary (token id -> text), which labels output nodes."""
+        self.set_meta({queries.VOCABULARY_KEY: list(tokens)})
+
+    def get_vocabulary(self) -> list[str] | None:
+        with self.engine.connect() as connection:
+            return reads.vocabulary(connection)
+
     def set_activation_contexts(self, contexts: Mapping[str, Mapping[str, Any]]) -> None:
         """Store per-component activation contexts keyed by component key.
 
@@ -149,8 +155,6 @@ class LocalAttrDB:
         Ids are remapped through layer names and prompt identities, so the two databases may
         number their prompts and components differently.
         """
-        from locattr.storage.merge import merge_databases
-
         self._require_writable()
         added = merge_databases(self, other, batch_size=batch_size)
         self._layers = reads.LayerCache()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,9 +34,16 @@ class IndexRows:
         return [data[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
-def index_rows(graph: Graph) -> IndexRows:
-    """Group the graph's nodes of decomposed layers (not wte/output) by component."""
-    pseudo = np.array([name in PSEUDO_LAYERS for name in graph.layers], dtype=bool)
+def index_rows(graph: Graph, *, decomposed: Collection[str] = ()) -> IndexRows:
+    """Group the graph's nodes of decomposed layers (not wte/output) by component.
+
+    A layer in `decomposed` is indexed even when its name is a pseudo-layer's: a run whose
+    token embedding is decomposed under the module path `wte` has components there, and no
+    `wte` pseudo-layer.
+    """
+    pseudo = np.array(
+        [name in PSEUDO_LAYERS and name not in decomposed for name in graph.layers], dtype=bool
+    )
     keep = ~pseudo[graph.node_layer] if len(graph.layers) else np.zeros(0, dtype=bool)
     layer = graph.node_layer[keep]
     component = graph.node_component[keep]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import select
@@ -11,6 +12,7 @@ from locattr.storage import writes
 from locattr.storage.engine import DatabaseError
 from locattr.storage.models import component_activations_table as ca
 from locattr.storage.models import prompts_table
+from locattr.storage.provenance import first_difference
 
 if TYPE_CHECKING:
     from locattr.storage.db import LocalAttrDB
@@ -28,23 +30,19 @@ _PROMPT_COLUMNS = (
 )
 
 
-def check_same_provenance(
-    into: dict[str, object], other: dict[str, object], keys: tuple[str, ...]
-) -> None:
-    """Refuse to mix prompts built from different runs or thresholds."""
-    for key in keys:
-        if key in into and key in other and into[key] != other[key]:
-            raise DatabaseError(
-                f"cannot merge: meta {key!r} differs ({other[key]!r} in the source, "
-                f"{into[key]!r} in the destination); merge only shards of one build"
-            )
+def check_same_provenance(into: Mapping[str, Any], other: Mapping[str, Any]) -> None:
+    """Refuse to mix prompts built from different runs, thresholds or prompt windows."""
+    difference = first_difference(into, other)
+    if difference is not None:
+        raise DatabaseError(
+            f"cannot merge: meta {difference.key!r} differs ({difference.other!r} in the source, "
+            f"{difference.existing!r} in the destination); merge only shards of one build"
+        )
 
 
 def merge_databases(into: LocalAttrDB, other: LocalAttrDB, *, batch_size: int) -> int:
-    from locattr.storage.db import PROVENANCE_KEYS
-
     into_meta, other_meta = into.get_meta(), other.get_meta()
-    check_same_provenance(into_meta, other_meta, PROVENANCE_KEYS)
+    check_same_provenance(into_meta, other_meta)
     other_layers = other.get_layers()
     with writes.write_transaction(into.engine) as connection:
         slots = writes.register_layers(connection, other_layers)

@@ -18,12 +18,14 @@ from locattr.storage import postings, queries
 from locattr.storage.index_rows import decode_positions
 from locattr.storage.keys import ComponentKey, parse_keys
 from locattr.storage.records import (
+    ComponentDetails,
     ComponentMatch,
     ComponentStats,
     ComponentSummary,
     PromptInfo,
     SearchHit,
     SearchPage,
+    first_examples,
     preview_of,
 )
 from locattr.storage.writes import LayerSlot, read_layer_slots
@@ -42,18 +44,29 @@ class LayerCache:
 
     def component_id(self, connection: Connection, key: ComponentKey) -> int | None:
         """The component's id, or None if this database has no such layer or index."""
-        slot = self.slots(connection).get(key.layer)
-        if slot is None:
-            slot = self.slots(connection, refresh=True).get(key.layer)
-        if slot is not None and key.index < slot.n_components:
-            return slot.first_component_id + key.index
-        return None
+        return self.component_ids(connection, [key])[key]
+
+    def component_ids(
+        self, connection: Connection, keys: Sequence[ComponentKey]
+    ) -> dict[ComponentKey, int | None]:
+        """Each key's component id (None where this database has no such layer or index),
+        re-reading the layer table at most once however many keys name unknown layers."""
+        slots = self.slots(connection)
+        if any(key.layer not in slots for key in keys):
+            slots = self.slots(connection, refresh=True)
+        return {key: _component_id(slots.get(key.layer), key.index) for key in keys}
 
     def key_of(self, connection: Connection, component_id: int) -> str:
         for name, slot in self.slots(connection).items():
             if 0 <= component_id - slot.first_component_id < slot.n_components:
                 return f"{name}:{component_id - slot.first_component_id}"
         raise KeyError(component_id)
+
+
+def _component_id(slot: LayerSlot | None, index: int) -> int | None:
+    if slot is None or index >= slot.n_components:
+        return None
+    return slot.first_component_id + index
 
 
 def prompt_info(row: Sequence[Any]) -> PromptInfo:
@@ -99,6 +112,12 @@ def get_prompt_with_graph(
 def get_meta(connection: Connection) -> dict[str, Any]:
     rows = connection.execute(queries.meta_items()).all()
     return {key: orjson.loads(value) for key, value in rows}
+
+
+def vocabulary(connection: Connection) -> list[str] | None:
+    """The tokenizer's vocabulary (token id -> text) stored by locattr-generate, if any."""
+    value = connection.execute(queries.meta_value(queries.VOCABULARY_KEY)).scalar()
+    return orjson.loads(value) if value is not None else None
 
 
 def prompt_count(connection: Connection) -> int:
@@ -220,18 +239,50 @@ def component_stats(
     component_id = layers.component_id(connection, parsed)
     if component_id is None:
         return None
-    count, total, maximum, mean_ci = connection.execute(
-        queries.component_counters(component_id)
-    ).one()
+    counters = connection.execute(queries.component_counters(component_id)).one()
     top = connection.execute(queries.top_prompts_of_component(component_id, top_k)).all()
+    return _stats(str(parsed), counters, [prompt_id for prompt_id, _ in top])
+
+
+def _stats(key: str, counters: Sequence[Any], top_prompt_ids: list[int]) -> ComponentStats:
+    """`ComponentStats` from the columns of `queries.component_counters`."""
+    count, total, maximum, mean_ci = counters
     return ComponentStats(
-        key=str(parsed),
+        key=key,
         prompt_count=count,
         mean_max_ci=total / count if count else 0.0,
         max_max_ci=maximum,
-        top_prompt_ids=[prompt_id for prompt_id, _ in top],
+        top_prompt_ids=top_prompt_ids,
         mean_ci=mean_ci,
     )
+
+
+def component_details(
+    connection: Connection, layers: LayerCache, keys: Iterable[str], *, top_k: int, examples: int
+) -> tuple[list[ComponentDetails], list[str]]:
+    """Many components' statistics and activation contexts (cut to their first `examples`
+    examples), in the order asked, each once; and the well-formed keys that name none.
+
+    One statement however many keys (see `queries.component_details`); each item's statistics
+    equal `component_stats`' for the same key.
+    """
+    ids = layers.component_ids(connection, parse_keys(keys))
+    known = sorted({i for i in ids.values() if i is not None})
+    statement = queries.component_details(known, top_k=top_k, dialect=connection.dialect.name)
+    rows = connection.execute(statement).all() if known else []
+    by_id = {row[0]: row for row in rows}
+    found: list[ComponentDetails] = []
+    unknown: list[str] = []
+    for key, component_id in ids.items():
+        row = by_id.get(component_id) if component_id is not None else None
+        if row is None:
+            unknown.append(str(key))
+            continue
+        _, count, total, maximum, mean_ci, data, top = row
+        context = first_examples(orjson.loads(data), examples) if data is not None else None
+        stats = _stats(str(key), (count, total, maximum, mean_ci), list(top or []))
+        found.append(ComponentDetails(stats, context))
+    return found, unknown
 
 
 def component_mean_ci(connection: Connection, layers: LayerCache, graph: Graph) -> dict[str, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -79,6 +80,29 @@ class ComponentStats:
     """Prompts with the highest max CI first (ties: lower id first)."""
     mean_ci: float | None
     """Dataset mean CI from the activation contexts, when they were computed."""
+
+
+@dataclass(frozen=True)
+class ComponentDetails:
+    """A component's statistics and its stored activation context (None when there is none)."""
+
+    stats: ComponentStats
+    activation_context: dict[str, Any] | None
+
+
+def first_examples(context: Mapping[str, Any], n: int) -> dict[str, Any]:
+    """The activation context with only its first `n` (strongest) examples.
+
+    Every per-example list is cut alike: the original's columns (``example_tokens``,
+    ``example_ci``, ``example_active_pos``, ... : every list named ``example_*``) or a list
+    ``examples`` of records. Token statistics (``pr_*``, ``predicted_*``) are kept whole.
+    """
+    return {
+        name: value[:n]
+        if isinstance(value, list) and (name == "examples" or name.startswith("example_"))
+        else value
+        for name, value in context.items()
+    }
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,7 @@ def prepare_prompt(
 ) -> PreparedPrompt:
     """Encode the graph and map index rows to component ids (outside any transaction)."""
     graph = record.graph.canonical()
-    rows = index_rows(graph)
+    rows = index_rows(graph, decomposed=slots.keys())
     first = np.zeros(len(graph.layers), dtype=np.int64)
     limit = np.zeros(len(graph.layers), dtype=np.int64)
     for i, name in enumerate(graph.layers):

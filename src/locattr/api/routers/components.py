@@ -1,8 +1,9 @@
-"""Components: the most frequent ones, one component's statistics, activation contexts."""
+"""Components: the most frequent ones, one or many components' statistics, activation
+contexts."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from sqlalchemy import Connection
@@ -11,14 +12,21 @@ from locattr.api import schemas
 from locattr.api.deps import DatabaseDep
 from locattr.api.errors import ERROR_RESPONSES, NotFoundError
 from locattr.api.routers.prompts import CursorParam, LimitParam
-from locattr.storage import reads
+from locattr.api.settings import MAX_KEY_LIST_CHARS
+from locattr.storage import ComponentStats, reads
+from locattr.storage.keys import MAX_KEY_CHARS
+from locattr.storage.queries import QueryError
 
 router = APIRouter(prefix="/api", tags=["components"], responses=ERROR_RESPONSES)
 
 COFIRING_SAMPLE = 200
 COFIRING_LIMIT = 20
+MAX_DETAIL_KEYS = 500
+MAX_DETAIL_EXAMPLES = 20
 LayerParam = Annotated[str | None, Query(max_length=300, description="Only this layer.")]
-KeyParam = Annotated[str, Path(max_length=320, description="Component key `layer:index`.")]
+KeyParam = Annotated[
+    str, Path(max_length=MAX_KEY_CHARS, description="Component key `layer:index`.")
+]
 
 
 @router.get("/components", response_model=schemas.ComponentList)
@@ -59,15 +67,10 @@ async def get_component(
         cofiring = reads.cofiring_components(
             sync_connection, database.layers, key, sample=COFIRING_SAMPLE, limit=COFIRING_LIMIT
         )
-        return schemas.ComponentDetail(
-            key=stats.key,
-            prompt_count=stats.prompt_count,
-            mean_max_ci=stats.mean_max_ci,
-            max_max_ci=stats.max_max_ci,
-            mean_ci=stats.mean_ci,
-            top_prompt_ids=stats.top_prompt_ids,
-            activation_context=context,
-            cofiring=[schemas.Cofiring(key=k, prompts=n) for k, n in cofiring],
+        return component_detail(
+            stats,
+            context,
+            [schemas.Cofiring(key=k, prompts=n) for k, n in cofiring],
             cofiring_sample=min(COFIRING_SAMPLE, stats.prompt_count),
         )
 
@@ -75,6 +78,76 @@ async def get_component(
     if detail is None:
         raise NotFoundError(f"no component {key} in this database (see /api/layers)")
     return detail
+
+
+@router.get("/component_details", response_model=schemas.ComponentDetails)
+async def get_component_details(
+    database: DatabaseDep,
+    keys: Annotated[
+        str,
+        Query(
+            max_length=MAX_KEY_LIST_CHARS,
+            description=f"Comma-separated component keys `layer:index`, at most {MAX_DETAIL_KEYS}.",
+            examples=["h.0.mlp.c_fc:3,h.1.attn.o_proj:7"],
+        ),
+    ],
+    examples: Annotated[
+        int,
+        Query(
+            ge=0,
+            le=MAX_DETAIL_EXAMPLES,
+            description="How many activation-context examples to keep, the strongest first.",
+        ),
+    ] = 5,
+    top: Annotated[
+        int,
+        Query(ge=0, le=100, description="How many top prompts per component (0: none, fastest)."),
+    ] = 20,
+) -> schemas.ComponentDetails:
+    """Many components at once, as `/api/components/{key}` answers each (what a hover card
+    shows), for exports: one request and two queries instead of one request per component.
+
+    Activation contexts keep their first `examples` examples; co-firing is left out.
+    """
+    listed = [key.strip() for key in keys.split(",") if key.strip()]
+    if not listed:
+        raise QueryError("give at least one component key 'layer:index' in `keys`")
+    if len(listed) > MAX_DETAIL_KEYS:
+        raise QueryError(f"at most {MAX_DETAIL_KEYS} components per request, got {len(listed)}")
+
+    def read(sync_connection: Connection) -> schemas.ComponentDetails:
+        found, unknown = reads.component_details(
+            sync_connection, database.layers, listed, top_k=top, examples=examples
+        )
+        return schemas.ComponentDetails(
+            items=[
+                component_detail(item.stats, item.activation_context, [], cofiring_sample=0)
+                for item in found
+            ],
+            unknown_components=unknown,
+        )
+
+    return await database.run(read)
+
+
+def component_detail(
+    stats: ComponentStats,
+    context: dict[str, Any] | None,
+    cofiring: list[schemas.Cofiring],
+    *,
+    cofiring_sample: int,
+) -> schemas.ComponentDetail:
+    return schemas.ComponentDetail(
+        key=stats.key,
+        prompt_count=stats.prompt_count,
+        mean_max_ci=stats.mean_max_ci,
+        max_max_ci=stats.max_max_ci,
+        mean_ci=stats.mean_ci,
+        top_prompt_ids=stats.top_prompt_ids,
+        activation_context=context,
+        cofiring=cofiring,
+        cofiring_sample=cofiring_sample,
+    )
 
 
 @router.get("/activation_contexts", response_model=schemas.ActivationContextPage)

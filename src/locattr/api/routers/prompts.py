@@ -12,7 +12,7 @@ from locattr.api import schemas
 from locattr.api.deps import DatabaseDep
 from locattr.api.errors import ERROR_RESPONSES, NotFoundError
 from locattr.api.settings import MAX_QUERY_CHARS
-from locattr.graph import Graph
+from locattr.graph import OUTPUT_LAYER, Graph
 from locattr.pruning import Normalize, PrunedGraph, prune_graph
 from locattr.storage import decode_graph, queries, reads
 from locattr.storage.records import PromptInfo
@@ -42,9 +42,13 @@ async def list_prompts(
     database: DatabaseDep,
     limit: LimitParam = 100,
     cursor: CursorParam = None,
+    start: Annotated[
+        int | None,
+        Query(ge=1, le=2**62, description="Start at this prompt id (ignored with a cursor)."),
+    ] = None,
 ) -> schemas.PromptPage:
-    """Prompts in id order, a page at a time."""
-    after = queries.decode_id_cursor(cursor)
+    """Prompts in id order, a page at a time (from the first, or from `start`)."""
+    after = queries.decode_id_cursor(cursor) if cursor or start is None else start - 1
 
     def read(sync_connection: Connection) -> schemas.PromptPage:
         page = reads.list_prompts(sync_connection, after_id=after, limit=limit + 1)
@@ -94,12 +98,21 @@ async def get_prompt_graph(
             if pruned.graph.n_nodes
             else {}
         )
-        return prompt_graph(info, graph, pruned, normalize, mean_ci)
+        vocabulary = database.vocabulary(sync_connection)
+        return prompt_graph(info, graph, pruned, normalize, mean_ci, vocabulary)
 
     response = await database.run(read)  # decoding and pruning too (SQLite: off the event loop)
     if response is None:
         raise NotFoundError(f"no prompt {prompt_id} in this database (see /api/prompts)")
     return response
+
+
+def output_tokens(graph: Graph, vocabulary: list[str] | None) -> dict[str, str]:
+    """Token id -> text for the graph's `output` nodes (empty without a stored vocabulary)."""
+    if vocabulary is None or OUTPUT_LAYER not in graph.layers:
+        return {}
+    ids = graph.node_component[graph.node_layer == graph.layers.index(OUTPUT_LAYER)]
+    return {str(i): vocabulary[i] for i in sorted(set(ids.tolist())) if 0 <= i < len(vocabulary)}
 
 
 def prompt_graph(
@@ -108,12 +121,14 @@ def prompt_graph(
     pruned: PrunedGraph,
     normalize: Normalize,
     mean_ci: dict[str, float],
+    vocabulary: list[str] | None,
 ) -> Response:
     """The `schemas.PromptGraph` body, built as plain lists and dicts and serialised by orjson:
     a model object per node and edge costs several times more than the rest of the request.
     The tests check that this body validates as `schemas.PromptGraph` field for field."""
     kept = pruned.graph
     body = {
+        "output_tokens": output_tokens(kept, vocabulary),
         "id": info.id,
         "tokens": info.tokens,
         "token_ids": info.token_ids,

@@ -1,0 +1,37 @@
+// One store for the view's state: panels read it, change it through `set`, and hear every
+// change; the address bar follows it.
+import { writeUrl, type ViewState } from "./url";
+
+export type History = "push" | "replace" | "none";
+export type Listener = (state: Readonly<ViewState>, previous: Readonly<ViewState>) => void;
+
+export class ViewStore {
+  private listeners: Listener[] = [];
+
+  constructor(private state: ViewState) {}
+
+  get(): Readonly<ViewState> {
+    return this.state;
+  }
+
+  /** Apply `patch`, record it in the address bar (`push` makes a history entry) and notify. */
+  set(patch: Partial<ViewState>, history: History = "replace"): void {
+    const previous = this.state;
+    this.state = { ...previous, ...patch };
+    if (!this.state.selected) this.state.trace = null;
+    this.writeUrl(history);
+    for (const listener of this.listeners) listener(this.state, previous);
+  }
+
+  subscribe(listener: Listener): void {
+    this.listeners.push(listener);
+  }
+
+  private writeUrl(history: History): void {
+    if (history === "none" || typeof window === "undefined" || location.protocol === "file:") return;
+    const url = `${location.pathname}${writeUrl(this.state)}${location.hash}`;
+    if (url === `${location.pathname}${location.search}${location.hash}`) return;
+    if (history === "push") window.history.pushState(null, "", url);
+    else window.history.replaceState(null, "", url);
+  }
+}
