@@ -155,7 +155,7 @@ def svg_render(browser: Browser, url: str) -> tuple[float, list[float]]:
 
 def screenshot(browser: Browser, out: Path, tmp: Path) -> None:
     """The demo database's first prompt at 1280x800: one component pinned, one node selected
-    (its card and edges in the side panel) and another hovered."""
+    (its card and edges in the side panel) and an edge hovered."""
     db = tmp / "demo.db"
     generate = str(Path(sys.executable).with_name("locattr-generate"))
     subprocess.run(
@@ -171,18 +171,19 @@ def screenshot(browser: Browser, out: Path, tmp: Path) -> None:
         page.wait_for_function("window.locattr?.shownNodes().length > 0")
         nodes: list[dict[str, Any]] = page.evaluate("window.locattr.shownNodes()")
         mlp = [n for n in nodes if ".mlp." in n["key"]]
-        pinned, selected = mlp[len(mlp) // 3], mlp[len(mlp) // 2]
+        # selected at the left, the hovered edge at the top right: its card opens leftwards
+        # without covering the selection
+        selected = min(mlp, key=lambda n: (n["pos"] < 2, n["x"]))
+        pinned = mlp[len(mlp) // 2]
         page.keyboard.down("Shift")
         page.mouse.click(pinned["x"], pinned["y"])
         page.keyboard.up("Shift")
         page.mouse.click(selected["x"], selected["y"])
         page.get_by_test_id("selected-card").locator(".stats").wait_for()
-        nodes = page.evaluate("window.locattr.shownNodes()")
-        hovered = max(
-            (n for n in nodes if ".mlp." in n["key"]), key=lambda n: n["x"] - n["y"]
-        )  # top right: the card opens leftwards
+        edges: list[dict[str, Any]] = page.evaluate("window.locattr.shownEdges(60)")
+        hovered = max(edges, key=lambda e: e["x"] - e["y"])  # top right: the card opens leftwards
         page.mouse.move(hovered["x"], hovered["y"])
-        page.get_by_test_id("node-card").locator(".stats").wait_for()
+        page.get_by_test_id("edge-card").wait_for()
         page.wait_for_timeout(300)
         out.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(out))

@@ -547,8 +547,10 @@ export class GraphRenderer {
     const focused = focus !== null ? (prepared.byPos.get(focus) ?? []) : [];
     const { left, top, bottom } = this.gutters;
     const plot = { x: left, y: top, w: this.cssWidth - left, h: this.cssHeight - bottom - top };
-    // what is emphasised: the hovered component, else the focused position (the rest dimmed)
-    const emphasis = hovered.length ? hovered : focused;
+    // what is emphasised (the rest dimmed): the hovered component, else the focused position,
+    // else the selected node
+    const chosen = selected >= 0 && !Number.isNaN(layout.x[selected]!) ? [selected] : [];
+    const emphasis = hovered.length ? hovered : focus !== null ? focused : chosen;
     if (emphasis.length || focus !== null) {
       ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
       ctx.fillStyle = "rgba(255, 255, 255, 0.78)";
@@ -580,7 +582,18 @@ export class GraphRenderer {
     };
     for (const key of pinned) ring(prepared.byKey.get(key) ?? [], PIN, 1.5);
     ring(hovered, HOVER, 2);
-    if (selected >= 0 && !Number.isNaN(layout.x[selected]!)) ring([selected], SELECTED, 2.5);
+    if (selected >= 0 && !Number.isNaN(layout.x[selected]!)) {
+      // an open square around the node (white, then dark), visible on any shade
+      const grow = 4 / scale;
+      const path = new Path2D();
+      path.rect(layout.x[selected]! - grow, layout.y[selected]! - grow, size + 2 * grow, size + 2 * grow);
+      ctx.strokeStyle = "#ffffff";
+      ctx.lineWidth = 4 / scale;
+      ctx.stroke(path);
+      ctx.strokeStyle = SELECTED;
+      ctx.lineWidth = 2 / scale;
+      ctx.stroke(path);
+    }
     if (hoverEdge >= 0) {
       const { graph, visible } = prepared.scene;
       const s = graph.edgeSource[hoverEdge]!;
