@@ -3,11 +3,11 @@
 import { Api, type Meta, type PromptGraph } from "./api/client";
 import { ComponentStore } from "./components";
 import { naturalLayerOrder } from "./graph/layout";
-import { parseGraphFile, toGraphData, toGraphFile, type GraphData } from "./graph/data";
+import { exportJson, exportPng, exportSvg, type Picture } from "./exports";
+import { parseGraphFile, toGraphData, type GraphData } from "./graph/data";
 import { filterGraph } from "./graph/filter";
 import { fitLayout, orderRows } from "./graph/layout";
 import type { Highlight, Scene } from "./graph/renderer";
-import { graphSvg } from "./graph/svg";
 import { traceGraph } from "./graph/trace";
 import { LIMITS, SIZES } from "./limits";
 import { Controls } from "./panels/controls";
@@ -39,15 +39,6 @@ function message(error: unknown): string {
 
 function isAbort(error: unknown): boolean {
   return error instanceof DOMException && error.name === "AbortError";
-}
-
-function download(blob: Blob, name: string): void {
-  const url = URL.createObjectURL(blob);
-  const link = h("a", { attrs: { href: url, download: name } });
-  document.body.appendChild(link);
-  link.click();
-  link.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 10_000);
 }
 
 export class App {
@@ -89,8 +80,14 @@ export class App {
     this.controls = new Controls(this.store, {
       fit: () => this.graph.renderer.fit(),
       exportJson: () => void this.exportJson(),
-      exportSvg: () => this.exportSvg(),
-      exportPng: () => void this.exportPng(),
+      exportSvg: () => {
+        const picture = this.picture();
+        if (picture) exportSvg(picture);
+      },
+      exportPng: () => {
+        const picture = this.picture();
+        if (picture) void exportPng(picture);
+      },
     });
     this.pins = new PinsPanel(this.components, (key) => this.togglePin(key), () => this.store.set({ pinned: [] }));
     this.selection = new SelectionPanel(this.store, this.components, (node) => this.selectNode(node), (key) => this.togglePin(key));
@@ -510,72 +507,24 @@ export class App {
 
   // ---- exports --------------------------------------------------------------------------------
 
-  private exportName(extension: string): string {
-    const loaded = this.loaded!;
-    return `locattr-prompt-${loaded.raw.id}.${extension}`;
-  }
-
-  /** The graph with the details of every component in it (statistics and a few examples), so
-   * that File mode can show a card for each. */
   private async exportJson(): Promise<void> {
     const loaded = this.loaded;
     if (!loaded) return;
-    const inGraph = [...new Set(loaded.data.nodeKey)].filter((key) => this.layerOrder.includes(key.slice(0, key.lastIndexOf(":"))));
-    const details = Object.fromEntries(Object.entries(this.components.ready()).filter(([key]) => inGraph.includes(key)));
-    if (this.mode === "db") {
-      const missing = inGraph.filter((key) => !(key in details));
-      this.graph.setStatus(`Collecting the details of ${missing.length} components…`, "loading");
-      try {
-        for (let k = 0; k < missing.length; k += SIZES.exportKeysPerRequest) {
-          const page = await this.api.componentDetails(missing.slice(k, k + SIZES.exportKeysPerRequest), SIZES.exportExamples);
-          for (const item of page.items) details[item.key] = item;
-        }
-      } catch (error) {
-        this.graph.setStatus(`Export failed: ${message(error)}`, "error", { label: "Retry", run: () => void this.exportJson() });
-        return;
-      }
-      this.graph.setStatus("", "ready");
-    }
-    const file = toGraphFile(loaded.raw, this.layerOrder, details);
-    download(new Blob([JSON.stringify(file)], { type: "application/json" }), this.exportName("json"));
-  }
-
-  private svgDocument(): string | null {
-    const scene = this.scene;
-    const loaded = this.loaded;
-    if (!scene || !loaded) return null;
-    const title = loaded.raw.tokens.join("");
-    const run = this.meta && typeof this.meta.meta.run === "string" ? this.meta.meta.run : this.fileName;
-    const shown = scene.visible.edges.length;
-    const subtitle = `prompt #${loaded.raw.id} · ${run} · ${shown.toLocaleString()} of ${loaded.data.nEdgesTotal.toLocaleString()} edges shown · locattr`;
-    return graphSvg(scene, title, subtitle);
-  }
-
-  private exportSvg(): void {
-    const svg = this.svgDocument();
-    if (svg) download(new Blob([svg], { type: "image/svg+xml" }), this.exportName("svg"));
-  }
-
-  /** The SVG document drawn at twice its size. */
-  private async exportPng(): Promise<void> {
-    const svg = this.svgDocument();
-    if (!svg) return;
-    const url = URL.createObjectURL(new Blob([svg], { type: "image/svg+xml" }));
+    const api = this.mode === "db" ? this.api : null;
+    this.graph.setStatus("Collecting the components' details…", "loading");
     try {
-      const image = new Image();
-      image.src = url;
-      await image.decode();
-      const canvas = h("canvas");
-      canvas.width = image.naturalWidth * 2;
-      canvas.height = image.naturalHeight * 2;
-      const ctx = canvas.getContext("2d")!;
-      ctx.scale(2, 2);
-      ctx.drawImage(image, 0, 0);
-      const blob = await new Promise<Blob>((resolve, reject) => canvas.toBlob((b) => (b ? resolve(b) : reject(new Error("empty canvas"))), "image/png"));
-      download(blob, this.exportName("png"));
-    } finally {
-      URL.revokeObjectURL(url);
+      await exportJson(loaded.raw, this.layerOrder, this.components, api);
+      this.graph.setStatus("", "ready");
+    } catch (error) {
+      this.graph.setStatus(`Export failed: ${message(error)}`, "error", { label: "Retry", run: () => void this.exportJson() });
     }
+  }
+
+  private picture(): Picture | null {
+    const { scene, loaded } = this;
+    if (!scene || !loaded) return null;
+    const run = this.meta && typeof this.meta.meta.run === "string" ? this.meta.meta.run : this.fileName;
+    return { scene, promptId: loaded.raw.id, tokens: loaded.raw.tokens, run };
   }
 
   // ---- for tests and benchmarks ---------------------------------------------------------------
