@@ -1,7 +1,10 @@
 # Every target works on a fresh clone: `install` creates .venv in the repo root.
 VENV := .venv
 PY := $(VENV)/bin/python
+RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed
+# Where pip looks for torch (e.g. https://download.pytorch.org/whl/cpu on a CPU-only machine).
+TORCH_INDEX ?=
 
 FRONTEND := frontend
 FRONTEND_DEPS := $(FRONTEND)/node_modules/.installed
@@ -13,13 +16,22 @@ FRONTEND_SOURCES := $(shell find $(FRONTEND)/src -type f) $(FRONTEND)/index.html
 
 install: $(STAMP) $(FRONTEND_STAMP)
 
-# torch first, pinned to the CPU wheel on local disk; the project's range then installs nothing more.
-$(STAMP): pyproject.toml
+# What running locattr needs (`make demo` stops here): torch first, pinned to the version the
+# tests run against, so the project's range (torch>=2.2) then installs nothing more. From PyPI on
+# Linux x86-64 that is the CUDA build: it uses a CUDA GPU as is and runs on a CPU-only machine
+# too, after downloading the CUDA libraries (some GB); on such a machine
+# `make install TORCH_INDEX=https://download.pytorch.org/whl/cpu` takes the CPU-only build.
+$(RUNTIME_STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install -q -e .
+	touch $@
+
+# Everything for tests, lint and benchmarks: the development and PostgreSQL extras.
+$(STAMP): $(RUNTIME_STAMP)
 	$(PY) -m pip install -q -e '.[dev,postgres]'
-	touch $(STAMP)
+	touch $@
 
 # The browser frontend: npm packages from the lock file, then the build the API serves at `/`.
 $(FRONTEND_DEPS): $(FRONTEND)/package.json $(FRONTEND)/package-lock.json
@@ -38,8 +50,9 @@ frontend-types: $(STAMP) $(FRONTEND_DEPS)
 	cd $(FRONTEND) && npx --no-install openapi-typescript node_modules/.openapi.json \
 		-o src/api/schema.d.ts
 
-# Builds data/demo.db from the shipped demo run when missing, then serves it on :8765.
-demo: install
+# Builds data/demo.db from the shipped demo run when missing, then serves it on :8765; installs
+# only what that needs (no development extras).
+demo: $(RUNTIME_STAMP) $(FRONTEND_STAMP)
 	$(VENV)/bin/locattr demo
 
 # Starts the PostgreSQL server the storage tests run against (installs it if needed).

@@ -1,11 +1,17 @@
 """Generation benchmark: `locattr.generate` end to end, and where its wall time goes.
 
 Run as `python -m benchmarks.bench_generate [--quick]`. Prints a table and `FIGURE` lines:
-- demo model, CPU: `generate_cpu_prompts_per_s_1w` / `_2w` (1 and 2 worker processes, prompts
-  stored per second of worker time after loading) and `generate_db_time_share` (fraction of the
-  worker's wall time not covered by compute, i.e. waiting for the database; the writer thread's
-  own busy share is printed beside it), against the original's per-prompt algorithm
-  (one backward per alive target unit, `tests.compute.reference`) on the same prompts;
+- demo model, CPU, after an untimed warm-up build (one-time costs would land on whichever
+  configuration ran first), with 1 worker and the process's torch threads (`_1w`, what
+  `locattr-generate` runs), 1 worker and one thread (`_1w_1t`) and 2 workers of one thread each
+  (`_2w`): `generate_cpu_prompts_per_s_*`, prompts stored per second of the workers' wall time
+  (from the workers' start, after loading, to the last one's end), and
+  `generate_cpu_prompts_per_worker_s_*`, the same over the number of workers (prompts per
+  worker-second; `_1w_1t` and `_2w` compare like with like: each worker one thread); and
+  `generate_db_time_share` (fraction of the worker's wall time not covered by compute, i.e.
+  waiting for the database; the writer thread's own busy share is printed beside it), against
+  the original's per-prompt algorithm (one backward per alive target unit,
+  `tests.compute.reference`) on the same prompts;
 - with CUDA: the compute benchmark's real-size run (C 1200, n_ctx 64) on one GPU, with storage
   (`generate_gpu_prompts_per_s`) and compute alone (`generate_gpu_compute_prompts_per_s`), and
   the GPU utilisation sampled while storing (`generate_gpu_utilisation`).
@@ -41,31 +47,73 @@ from locattr.generate import GenerateOptions, GenerateResult, generate  # noqa: 
 Rows = list[tuple[str, str]]
 
 
+def workers_wall_s(result: GenerateResult) -> float:
+    """The workers' wall time: they run side by side, so the phase lasts as long as the slowest
+    worker's own wall clock (from its start, after loading the model, to its end)."""
+    return max(r.wall_s for r in result.reports)
+
+
 def worker_rate(result: GenerateResult) -> float:
-    """Prompts stored per second of the slowest worker's time after loading the model."""
-    return result.added / max(r.wall_s for r in result.reports)
+    """Prompts stored per second of the workers' wall time."""
+    return result.added / workers_wall_s(result)
+
+
+def per_worker_rate(result: GenerateResult) -> float:
+    """Prompts stored per worker-second: `worker_rate` over the number of workers."""
+    return worker_rate(result) / len(result.reports)
+
+
+DEFINITIONS: Rows = [
+    ("command wall s", "the whole call: loading, activation contexts, workers, index packing"),
+    ("workers' wall s", "from the workers' start (after loading) to the last one's end"),
+    ("prompts/s (command wall)", "prompts added / command wall s"),
+    ("prompts/s (workers' wall)", "prompts added / workers' wall s"),
+    ("prompts per worker-second", "prompts added / (workers x workers' wall s)"),
+    ("threads", "torch threads per worker (n workers get cores // n each)"),
+]
+
+
+def demo_options(output: Path, n_prompts: int, n_ctx: int, workers: int) -> GenerateOptions:
+    return GenerateOptions(
+        model="demo",
+        output=str(output),
+        n_prompts=n_prompts,
+        n_ctx=n_ctx,
+        batch_size=8,
+        device="cpu",
+        n_workers=workers,
+        context_windows=64,
+    )
 
 
 def cpu_demo(root: Path, n_prompts: int, n_ctx: int) -> Rows:
-    rows: Rows = []
-    results = {}
-    for workers in (1, 2):
-        options = GenerateOptions(
-            model="demo",
-            output=str(root / f"demo-{workers}w.db"),
-            n_prompts=n_prompts,
-            n_ctx=n_ctx,
-            batch_size=8,
-            device="cpu",
-            n_workers=workers,
-            context_windows=64,
-        )
-        results[workers] = result = generate(options)
+    """1 worker with the process's torch threads (what `locattr-generate` does), 1 worker with
+    one thread, 2 workers (one thread each on 2 cores): the last two compare like with like."""
+    rows: Rows = [(f"definition: {name}", meaning) for name, meaning in DEFINITIONS]
+    generate(demo_options(root / "warm-up.db", 8, n_ctx, 1))
+    own_threads = torch.get_num_threads()
+    results: dict[str, GenerateResult] = {}
+    for name, workers, threads in [
+        ("1w", 1, own_threads),
+        ("1w_1t", 1, 1),
+        ("2w", 2, max((os.cpu_count() or 1) // 2, 1)),
+    ]:
+        torch.set_num_threads(threads if workers == 1 else own_threads)
+        try:
+            result = generate(demo_options(root / f"demo-{name}.db", n_prompts, n_ctx, workers))
+        finally:
+            torch.set_num_threads(own_threads)
+        results[name] = result
+        label = f"{workers} worker(s), {threads} thread(s) each"
         rows += [
-            (f"{workers} worker(s): command wall s", f"{result.wall_s:.1f}"),
-            (f"{workers} worker(s): prompts/s (worker time)", f"{worker_rate(result):.2f}"),
-            (f"{workers} worker(s): db wait share", f"{result.db_wait_share:.3f}"),
-            (f"{workers} worker(s): writer thread busy share", f"{result.db_busy_share:.3f}"),
+            (f"{label}: command wall s", f"{result.wall_s:.1f}"),
+            (f"{label}: workers' wall s", f"{workers_wall_s(result):.2f}"),
+            (f"{label}: prompts/s (command wall)", f"{result.added / result.wall_s:.2f}"),
+            (f"{label}: prompts/s (workers' wall)", f"{worker_rate(result):.2f}"),
+            (f"{label}: prompts per worker-second", f"{per_worker_rate(result):.2f}"),
+            (f"{label}: prompts per worker", ", ".join(map(str, result.per_worker))),
+            (f"{label}: db wait share", f"{result.db_wait_share:.3f}"),
+            (f"{label}: writer thread busy share", f"{result.db_busy_share:.3f}"),
         ]
     run = load_run(demo_run_path(), with_tokenizer=False)
     sample = demo_prompts(2, n_ctx, seed=0)
@@ -73,15 +121,21 @@ def cpu_demo(root: Path, n_prompts: int, n_ctx: int) -> Rows:
     for ids in sample:
         reference_graph(run, ids, structure=run.structure)
     reference_s = (time.perf_counter() - start) / len(sample)
-    ours_s = 1 / worker_rate(results[1])
+    ours_s = 1 / worker_rate(results["1w"])
     rows += [
-        ("shape", f"demo model, n_ctx {n_ctx}, {n_prompts} prompts, batch 8, torch threads 2"),
+        ("shape", f"demo model, n_ctx {n_ctx}, {n_prompts} prompts, batch 8"),
         ("original per-unit algorithm (compute only) s/prompt", f"{reference_s:.3f}"),
         ("locattr-generate (compute + storage) s/prompt", f"{ours_s:.3f}"),
         ("FIGURE generate_speedup_vs_original", f"{reference_s / ours_s:.1f}"),
-        ("FIGURE generate_cpu_prompts_per_s_1w", f"{worker_rate(results[1]):.2f}"),
-        ("FIGURE generate_cpu_prompts_per_s_2w", f"{worker_rate(results[2]):.2f}"),
-        ("FIGURE generate_db_time_share", f"{results[1].db_wait_share:.3f}"),
+        *(
+            (f"FIGURE generate_cpu_prompts_per_s_{name}", f"{worker_rate(result):.2f}")
+            for name, result in results.items()
+        ),
+        *(
+            (f"FIGURE generate_cpu_prompts_per_worker_s_{name}", f"{per_worker_rate(result):.2f}")
+            for name, result in results.items()
+        ),
+        ("FIGURE generate_db_time_share", f"{results['1w'].db_wait_share:.3f}"),
     ]
     return rows
 
@@ -146,7 +200,7 @@ def gpu_real_size(root: Path, n_prompts: int, batch: int) -> Rows:
         ("shape", f"{REAL.name}, n_ctx {REAL.n_ctx}, {n_prompts} prompts, batch {batch}"),
         ("edges per prompt", f"{n_edges / n_prompts:.0f}"),
         ("compute only: prompts/s", f"{compute_rate:.2f}"),
-        ("with storage: prompts/s (worker time)", f"{worker_rate(result):.2f}"),
+        ("with storage: prompts/s (workers' wall)", f"{worker_rate(result):.2f}"),
         ("with storage: db wait share", f"{result.db_wait_share:.3f}"),
         ("with storage: writer thread busy share", f"{result.db_busy_share:.3f}"),
         ("with storage: activation contexts s", f"{result.contexts_s:.1f}"),

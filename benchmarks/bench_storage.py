@@ -171,6 +171,9 @@ def build_search_corpus(
         for _ in range(30)
     ]
     blob_choice = rng.integers(len(blobs), size=len(prompt_ids))
+    # CI mass: the max CI, plus a share of it at each further position (blob b has 1 + b // 30)
+    extra = (blob_choice // 30) * rng.uniform(0.0, 1.0, len(prompt_ids))
+    ci_sum = (max_ci * (1.0 + extra)).astype(np.float32).astype(np.float64)
     tokens = [
         orjson.dumps([f" w{(i * 7 + j) % 97}" for j in range(shape.n_ctx)]).decode()
         for i in range(n_prompts)
@@ -193,12 +196,14 @@ def build_search_corpus(
         ),
     )
     connection.executemany(
-        "INSERT INTO component_activations VALUES (?, ?, ?, ?)",
+        "INSERT INTO component_activations (component_id, prompt_id, max_ci, positions, ci_sum) "
+        "VALUES (?, ?, ?, ?, ?)",
         zip(
             component_ids.tolist(),
             prompt_ids.tolist(),
             max_ci.tolist(),
             (blobs[b] for b in blob_choice.tolist()),
+            ci_sum.tolist(),
             strict=True,
         ),
     )
@@ -260,8 +265,11 @@ def bench_search(
                     for k in keys
                 )
                 spec = queries.MatchSpec(ids, require_all=True)
+                counts = connection.exec_driver_sql(queries.search_weights(ids)).all()
+                idf = {c: queries.idf(n_prompts, count) for c, count, n_prompts in counts}
+                scoring = queries.Scoring("specificity", tuple(idf[c] for c in ids))
                 connection.execute(
-                    queries.search_prompts(spec, limit=SEARCH_PAGE, after=None)
+                    queries.search_prompts(spec, scoring, limit=SEARCH_PAGE, after=None)
                 ).all()
 
         for level, triples in corpus.queries.items():

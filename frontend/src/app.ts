@@ -12,6 +12,7 @@ import { traceGraph } from "./graph/trace";
 import { LIMITS, SIZES } from "./limits";
 import { Controls } from "./panels/controls";
 import { GraphView } from "./panels/graphView";
+import { ComponentBrowser } from "./panels/componentBrowser";
 import { PinsPanel } from "./panels/pins";
 import { PromptList, isMissing } from "./panels/prompts";
 import { PromptText } from "./panels/promptText";
@@ -53,6 +54,7 @@ export class App {
   private hover: { node: number; key: string } | { edge: number } | null = null;
   private promptRequest: AbortController | null = null;
   private fileName = "";
+  private browserLoaded = false;
   private readonly root: HTMLElement;
   private readonly graph: GraphView;
   private readonly prompts: PromptList;
@@ -60,6 +62,8 @@ export class App {
   private readonly controls: Controls;
   private readonly pins: PinsPanel;
   private readonly selection: SelectionPanel;
+  private readonly browser: ComponentBrowser;
+  private readonly tabs: { prompts: HTMLButtonElement; components: HTMLButtonElement };
   private readonly promptText: PromptText;
   private readonly top: { modeDb: HTMLButtonElement; modeFile: HTMLButtonElement; fileLabel: HTMLElement; dbStatus: HTMLElement; apiDocs: HTMLElement };
   private readonly dbPanels: HTMLElement;
@@ -89,14 +93,51 @@ export class App {
         if (picture) void exportPng(picture);
       },
     });
-    this.pins = new PinsPanel(this.components, (key) => this.togglePin(key), () => this.store.set({ pinned: [] }));
-    this.selection = new SelectionPanel(this.store, this.components, (node) => this.selectNode(node), (key) => this.togglePin(key));
+    const findPrompts = (key: string) => {
+      this.showTab("prompts");
+      void this.search.run([key]);
+    };
+    this.pins = new PinsPanel(
+      this.components,
+      {
+        unpin: (key) => this.togglePin(key),
+        toggleExcluded: (key) => {
+          const excluded = this.store.get().excluded;
+          this.store.set({ excluded: excluded.includes(key) ? excluded.filter((k) => k !== key) : [...excluded, key] });
+        },
+        findPrompts,
+      },
+      () => this.store.set({ pinned: [] }),
+    );
+    this.selection = new SelectionPanel(this.store, this.components, {
+      go: (node) => this.selectNode(node),
+      togglePin: (key) => this.togglePin(key),
+      findPrompts,
+      changed: () => this.renderSide(),
+    });
+    this.browser = new ComponentBrowser(this.api, {
+      pin: (key) => {
+        if (!this.store.get().pinned.includes(key)) this.togglePin(key);
+      },
+      findPrompts,
+    });
     this.promptText = new PromptText(this.store);
     this.top = this.buildTopbar();
-    this.dbPanels = h("div", { class: "db-only" }, this.prompts.element, this.search.element);
+    const tab = (name: "prompts" | "components", label: string) =>
+      h("button", { testid: `tab-${name}`, class: "tab", onclick: () => this.showTab(name) }, label);
+    this.tabs = { prompts: tab("prompts", "Prompts"), components: tab("components", "Components") };
+    this.dbPanels = h(
+      "div",
+      { class: "db-only" },
+      h("div", { class: "tabs", attrs: { role: "tablist" } }, this.tabs.prompts, this.tabs.components),
+      this.prompts.element,
+      this.browser.element,
+      this.search.element,
+    );
     this.dbOnly = h("div", { class: "status db-only-note" }, "Prompts and search need the locattr server: switch to Database mode.");
     this.layout();
     this.pins.setProblems(parsed.problems);
+    this.showTab("prompts");
     this.store.subscribe((state, previous) => this.onState(state, previous));
     this.components.onChange((key) => this.onComponentLoaded(key));
     window.addEventListener("popstate", () => this.onPopState());
@@ -167,6 +208,16 @@ export class App {
     }
   }
 
+  private showTab(name: "prompts" | "components"): void {
+    this.prompts.element.hidden = name !== "prompts";
+    this.browser.element.hidden = name !== "components";
+    for (const [key, button] of Object.entries(this.tabs)) button.setAttribute("aria-selected", String(key === name));
+    if (name === "components" && this.mode === "db" && !this.browserLoaded) {
+      this.browserLoaded = true;
+      void this.browser.load(null);
+    }
+  }
+
   // ---- modes and loading ----------------------------------------------------------------------
 
   private setMode(mode: Mode, initial = false): void {
@@ -185,6 +236,7 @@ export class App {
     this.showGraph(null);
     if (mode === "file") {
       this.components.configure(null, []);
+      this.selection.configure(null);
       // the database's prompt, selection and focus mean nothing for a file
       if (!initial) this.store.set({ prompt: null, selected: null, trace: null, focus: null });
       if (location.protocol !== "file:") window.history.replaceState(null, "", location.pathname);
@@ -193,6 +245,7 @@ export class App {
       return;
     }
     this.components.configure(this.api, this.layerOrder);
+    this.selection.configure(this.api);
     void this.startDatabase();
   }
 
@@ -212,6 +265,7 @@ export class App {
     if (this.mode !== "db") return;
     this.layerOrder = this.meta.layers.map((layer) => layer.name);
     this.components.configure(this.api, this.layerOrder);
+    this.browser.setLayers(this.layerOrder);
     const run = typeof this.meta.meta.run === "string" ? this.meta.meta.run : "database";
     const n = this.meta.prompt_count;
     this.top.dbStatus.textContent = `${run} · ${n.toLocaleString()} prompt${n === 1 ? "" : "s"}`;
@@ -392,9 +446,9 @@ export class App {
   }
 
   private renderPins(): void {
-    const pinned = this.store.get().pinned;
-    this.pins.render(pinned, (key) => (this.loaded ? this.hereInfo(key, null) : null));
-    this.search.setKeys(pinned);
+    const { pinned, excluded } = this.store.get();
+    this.pins.render(pinned, excluded, (key) => (this.loaded ? this.hereInfo(key, null) : null));
+    this.search.setKeys(pinned, excluded);
   }
 
   // ---- hover, click, pins ---------------------------------------------------------------------

@@ -46,6 +46,9 @@ export function clampTo(name: LimitName, value: number): number {
 export const SIZES = {
   promptPage: 50,
   searchPage: 20,
+  componentPage: 50,
+  /** Co-firing partners listed in a component's card. */
+  cofiring: 8,
   /** Prompts listed before the one a URL asks for, when it is beyond the first page. */
   promptsBefore: 10,
   /** Activation-context examples in the hover card, in a pinned item, in an export. */

@@ -19,6 +19,9 @@ export class ViewStore {
     const previous = this.state;
     this.state = { ...previous, ...patch };
     if (!this.state.selected) this.state.trace = null;
+    if (this.state.excluded.some((key) => !this.state.pinned.includes(key))) {
+      this.state.excluded = this.state.excluded.filter((key) => this.state.pinned.includes(key));
+    }
     this.writeUrl(history);
     for (const listener of this.listeners) listener(this.state, previous);
   }

@@ -3,13 +3,14 @@ import { DEFAULT_FILTERS } from "./graph/filter";
 import { LIMITS } from "./limits";
 import { readUrl, writeUrl, type ViewState } from "./url";
 
-const BASE: ViewState = { prompt: null, pinned: [], filters: { ...DEFAULT_FILTERS }, normalize: "none", selected: null, trace: null, focus: null };
+const BASE: ViewState = { prompt: null, pinned: [], excluded: [], filters: { ...DEFAULT_FILTERS }, normalize: "none", selected: null, trace: null, focus: null };
 
 describe("URL state", () => {
   it("round-trips prompt, pins, selection, trace, focus and non-default controls", () => {
     const state: ViewState = {
       prompt: 12,
       pinned: ["h.0.mlp.c_fc:3", "h.1.attn.o_proj:7"],
+      excluded: ["h.1.attn.o_proj:7"],
       filters: { ...DEFAULT_FILTERS, topK: 500, ciThreshold: 0.2 },
       normalize: "l1_target",
       selected: { key: "h.0.mlp.c_fc:3", pos: 4 },
@@ -18,14 +19,16 @@ describe("URL state", () => {
     };
     const search = writeUrl(state);
     expect(search).toBe(
-      "?prompt=12&pinned=h.0.mlp.c_fc:3,h.1.attn.o_proj:7&node=h.0.mlp.c_fc:3@4&trace=up&hops=2&focus=4&top_k=500&ci=0.2&normalize=l1_target",
+      "?prompt=12&pinned=h.0.mlp.c_fc:3,h.1.attn.o_proj:7&excluded=h.1.attn.o_proj:7&node=h.0.mlp.c_fc:3@4&trace=up&hops=2&focus=4&top_k=500&ci=0.2&normalize=l1_target",
     );
     expect(readUrl(search)).toEqual({ state, problems: [] });
     expect(writeUrl(BASE)).toBe("");
   });
 
   it("reports what it ignores", () => {
-    const { state, problems } = readUrl("?prompt=abc&pinned=,nokey,,a:1&top_k=-5&normalize=max&trace=up&focus=x");
+    const { state, problems } = readUrl("?prompt=abc&pinned=,nokey,,a:1&excluded=b:2&top_k=-5&normalize=max&trace=up&focus=x");
+    expect(state.excluded).toEqual([]);
+    expect(problems.join(" | ")).toMatch(/excluded "b:2" is not among the pins/);
     expect(state.prompt).toBeNull();
     expect(state.pinned).toEqual(["a:1"]);
     expect(state.filters.topK).toBe(LIMITS.topK.min);

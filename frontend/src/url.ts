@@ -20,6 +20,8 @@ export interface Trace {
 export interface ViewState {
   prompt: number | null;
   pinned: string[];
+  /** Pins marked "must not fire": searches exclude them (a subset of `pinned`). */
+  excluded: string[];
   filters: FilterOptions;
   normalize: Normalize;
   /** The selected node (its card is docked in the side panel); a trace starts from it. */
@@ -74,6 +76,14 @@ export function readUrl(search: string): ParsedUrl {
     else if (!pinned.includes(key)) pinned.push(key);
   }
 
+  const excluded: string[] = [];
+  for (const raw of (params.get("excluded") ?? "").split(",")) {
+    const key = raw.trim();
+    if (!key) continue;
+    if (!pinned.includes(key)) problems.push(`excluded "${key}" is not among the pins`);
+    else if (!excluded.includes(key)) excluded.push(key);
+  }
+
   const rawNode = params.get("node");
   const selected = rawNode ? nodeRef(rawNode) : null;
   if (rawNode && !selected) problems.push(`node=${rawNode} is not layer:index@position`);
@@ -99,6 +109,7 @@ export function readUrl(search: string): ParsedUrl {
     state: {
       prompt: promptOk ? prompt : null,
       pinned,
+      excluded,
       filters: {
         topK: number("top_k", "topK"),
         minAbs: number("min_abs", "minAbs"),
@@ -121,6 +132,7 @@ export function writeUrl(state: ViewState): string {
   const parts: string[] = [];
   if (state.prompt !== null) parts.push(`prompt=${state.prompt}`);
   if (state.pinned.length) parts.push(`pinned=${state.pinned.map(readableKey).join(",")}`);
+  if (state.excluded.length) parts.push(`excluded=${state.excluded.map(readableKey).join(",")}`);
   if (state.selected) parts.push(`node=${readableKey(state.selected.key)}@${state.selected.pos}`);
   if (state.selected && state.trace) {
     parts.push(`trace=${state.trace.direction}`);

@@ -78,7 +78,12 @@ def test_search(client: httpx.Client) -> None:
         and both["count"] == 2
         and both["mode"] == "all"
     )
-    assert both["results"][0]["matches"][A] == {"max_ci": 0.75, "positions": [0, 1]}
+    assert both["results"][0]["matches"][A] == {"max_ci": 0.75, "positions": [0, 1], "ci_sum": 1.25}
+    # specificity: CI sums x ln(1 + 3 prompts / 2 prompts where A, and B, fire)
+    assert both["rank"] == "specificity" and both["idf"] == pytest.approx(
+        {A: 0.9163, B: 0.9163}, 1e-4
+    )
+    assert [r["score"] for r in both["results"]] == pytest.approx([1.75 * 0.91629, 0.5 * 0.91629])
     assert both["results"][0]["preview"] == "Once upon a"
     assert both["results"][0]["tokens"] == ["Once", " upon", " a"]  # what positions index
     anyof = client.get("/api/search", params={"components": f"{A},{C}", "mode": "any"}).json()
@@ -92,6 +97,54 @@ def test_search(client: httpx.Client) -> None:
         "/api/search", params={"components": f"{A},h.9.mlp:1", "mode": "any"}
     ).json()
     assert unknown["unknown_components"] == ["h.9.mlp:1"] and unknown["count"] == 2
+
+
+def test_search_exclusion_and_ranking(client: httpx.Client) -> None:
+    def found(**params: str | float) -> list[int]:
+        body = client.get("/api/search", params=params).json()
+        assert body["count"] == len(body["results"])
+        return [r["id"] for r in body["results"]]
+
+    assert found(components=f"{A},{C}", mode="any", exclude=B) == [3]
+    assert found(components=f"{A},{C}", mode="any", exclude=f"{B},{B}") == [3]
+    assert found(components=A, exclude=C) == [1, 2]
+    assert found(components=A, exclude="h.1.attn.o_proj:2") == [2]
+    # o_proj:2 (0.25 in prompt 1) does not fire at min_ci 0.3, nor does A in prompt 2
+    assert found(components=A, exclude="h.1.attn.o_proj:2", min_ci=0.3) == [1]
+    body = client.get("/api/search", params={"components": A, "exclude": f"{C},h.9.mlp:1"}).json()
+    assert body["exclude"] == [C, "h.9.mlp:1"] and body["unknown_components"] == ["h.9.mlp:1"]
+    by_max_ci = client.get("/api/search", params={"components": f"{A},{B}", "rank": "max_ci"})
+    assert [r["score"] for r in by_max_ci.json()["results"]] == [1.25, 0.5]
+    assert by_max_ci.json()["rank"] == "max_ci" and by_max_ci.json()["idf"] == {}
+    emptied = client.get("/api/search", params={"components": f"{A},{B}", "exclude": f"{C},{B}"})
+    assert emptied.status_code == 422
+    assert emptied.json()["detail"] == (
+        f"{B} is both searched for and excluded, an exclusion that empties the query: drop it "
+        "from one of the two lists"
+    )
+
+
+def test_cofiring(client: httpx.Client) -> None:
+    """A and B fire in prompts 1 and 2, o_proj:2 in 1, C in 3: N = 3."""
+    body = client.get(f"/api/components/{A}/cofiring", params={"min_count": 1}).json()
+    assert (body["key"], body["prompt_count"], body["n_prompts"], body["n_partners"]) == (
+        A,
+        2,
+        3,
+        2,
+    )
+    assert body["items"] == [
+        {"key": B, "count": 2, "prompt_count": 2, "lift": 1.5, "jaccard": 1.0},
+        {"key": "h.1.attn.o_proj:2", "count": 1, "prompt_count": 1, "lift": 1.5, "jaccard": 0.5},
+    ]
+    by_default = client.get(f"/api/components/{A}/cofiring").json()  # min_count 3
+    assert by_default["items"] == [] and by_default["min_count"] == 3
+    one = client.get(f"/api/components/{C}/cofiring", params={"min_count": 1, "limit": 1}).json()
+    assert one["items"] == [] and one["prompt_count"] == 1
+    jaccard = client.get(
+        f"/api/components/{A}/cofiring", params={"min_count": 1, "order": "jaccard", "limit": 1}
+    ).json()
+    assert [i["key"] for i in jaccard["items"]] == [B] and jaccard["n_partners"] == 2
 
 
 @pytest.mark.parametrize("key", ["interrupted", "statement timeout", "h.0.mlp.c_fc:interrupted"])
@@ -128,6 +181,25 @@ def test_components(client: httpx.Client) -> None:
     first = client.get("/api/components", params={"limit": 2}).json()
     rest = client.get("/api/components", params={"limit": 2, "cursor": first["next_cursor"]})
     assert [c["key"] for c in first["items"] + rest.json()["items"]] == [c["key"] for c in listed]
+    for sort, value in (("max_ci", "max_max_ci"), ("mean_ci", "mean_ci")):
+        # page by page in the order asked for, ties by model order, no mean CI last
+        pages, cursor = [], None
+        while True:
+            params: dict[str, str | int] = {"limit": 1, "sort": sort}
+            if cursor:
+                params["cursor"] = cursor
+            page = client.get("/api/components", params=params).json()
+            pages += page["items"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        order = sorted(listed, key=lambda c: (-(c[value] if c[value] is not None else -1), 0))
+        assert [c[value] for c in pages] == [c[value] for c in order]
+        assert sorted(c["key"] for c in pages) == sorted(c["key"] for c in listed)
+    refused = client.get(
+        "/api/components", params={"sort": "max_ci", "cursor": rest.url.params["cursor"]}
+    )
+    assert refused.status_code == 422  # a cursor of another order
     detail = client.get(f"/api/components/{A}").json()
     assert detail["prompt_count"] == 2 and detail["top_prompt_ids"] == [1, 2]
     assert detail["cofiring"][0] == {"key": B, "prompts": 2} and detail["cofiring_sample"] == 2
@@ -153,6 +225,25 @@ def test_components(client: httpx.Client) -> None:
         ("/api/search", {"components": A, "cursor": "!!"}, 422, "invalid_cursor"),
         ("/api/search", {"components": ",".join([A] * 100)}, 422, "invalid_query"),
         ("/api/search", {"components": " , "}, 422, "invalid_query"),
+        ("/api/search", {"components": A, "exclude": "x:abc"}, 422, "malformed_component_key"),
+        ("/api/search", {"components": f"{A},{B}", "exclude": A}, 422, "invalid_query"),
+        (
+            "/api/search",
+            {"components": A, "exclude": ",".join(f"h.0.mlp.c_fc:{i}" for i in range(65))},
+            422,
+            "invalid_query",
+        ),
+        ("/api/search", {"components": A, "rank": "sum"}, 422, "invalid_parameter"),
+        ("/api/search", {"components": A, "cursor": "s_1.0_2"}, 422, "invalid_cursor"),  # max_ci
+        ("/api/components/h.0.mlp.c_fc:99/cofiring", {}, 404, "not_found"),
+        ("/api/components/nope:1/cofiring", {}, 404, "not_found"),
+        ("/api/components/x:abc/cofiring", {}, 422, "malformed_component_key"),
+        (f"/api/components/{A}/cofiring", {"limit": 0}, 422, "invalid_parameter"),
+        (f"/api/components/{A}/cofiring", {"limit": 1001}, 422, "invalid_parameter"),
+        (f"/api/components/{A}/cofiring", {"min_count": 0}, 422, "invalid_parameter"),
+        (f"/api/components/{A}/cofiring", {"min_count": 2**31}, 422, "invalid_parameter"),
+        (f"/api/components/{A}/cofiring", {"min_count": "x"}, 422, "invalid_parameter"),
+        (f"/api/components/{A}/cofiring", {"order": "size"}, 422, "invalid_parameter"),
         ("/api/prompts", {"limit": -1}, 422, "invalid_parameter"),
         ("/api/prompts", {"limit": 10**9}, 422, "invalid_parameter"),
         ("/api/prompts", {"cursor": "eyJ4Ijox"}, 422, "invalid_cursor"),
@@ -238,6 +329,8 @@ def test_gzip_for_large_responses(client: httpx.Client) -> None:
         {"components": f"{A},h.9.mlp:1", "mode": "any", "limit": 1},
         {"components": f"{A},{B}", "min_ci": 0.5, "same_position": "true"},
         {"components": "h.9.mlp:1"},
+        {"components": f"{A},{C}", "mode": "any", "exclude": f"{B},h.9.mlp:2", "rank": "max_ci"},
+        {"components": f"{A},h.9.mlp:1", "exclude": "h.9.mlp:2"},
     ],
 )
 def test_search_body_is_exactly_its_schema(client: httpx.Client, params: dict[str, str]) -> None:
@@ -276,3 +369,17 @@ def test_a_damaged_graph_blob_is_a_clear_error(tmp_path: Path) -> None:
             "corrupt graph blob: edge_value frame:"
         )
         assert client.get("/api/prompt/2").status_code == 200
+
+
+def test_activation_contexts_of_one_layer_count_that_layer(tmp_path: Path) -> None:
+    path = str(tmp_path / "contexts.db")
+    with LocalAttrDB(path) as db:
+        fill(db)  # a context for A
+        db.set_activation_contexts({B: {"mean_ci": 0.25}, C: {"mean_ci": 0.5}})
+    with running_server(Settings(db=path)) as url, httpx.Client(base_url=url) as http:
+        every = http.get("/api/activation_contexts").json()
+        one = http.get("/api/activation_contexts", params={"layer": "h.1.attn.o_proj"}).json()
+        unknown = http.get("/api/activation_contexts", params={"layer": "h.9.mlp"}).json()
+    assert every["count"] == 3 and len(every["items"]) == 3
+    assert one["count"] == 1 and [item["key"] for item in one["items"]] == [C]
+    assert (unknown["count"], unknown["items"]) == (0, [])

@@ -1,6 +1,7 @@
 """`locattr query`, `locattr db upgrade` and `locattr merge` run as real processes."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -42,17 +43,17 @@ def small_db(tmp_path: Path) -> str:
 def test_search_lists_ranked_prompts(small_db: str) -> None:
     result = run("query", "search", "h.0.mlp.c_fc:3", "--any", "--db", small_db)
     assert result.returncode == 0, result.stderr
-    assert "2 prompts where any of 1 components fire" in result.stdout
+    assert "2 prompts where any of 1 component fires" in result.stdout
     assert result.stdout.index("Once upon [x]") < result.stdout.index("Hi")
     both = run("query", "search", "h.0.mlp.c_fc:3", "h.0.mlp.down_proj:5", db=small_db)
-    assert "1 prompts where all of 2 components fire" in both.stdout
+    assert "1 prompt where all of 2 components fire" in both.stdout
     assert "0.750 @ [1]" in both.stdout
     together = run(
         "query", "search", "h.0.mlp.c_fc:3", "h.0.mlp.down_proj:5", "--same-position", db=small_db
     )
-    assert "1 prompts where all of 2 components fire" in together.stdout
+    assert "1 prompt where all of 2 components fire" in together.stdout
     strong = run("query", "search", "h.0.mlp.c_fc:3", "--min-ci", "0.5", db=small_db)
-    assert "1 prompts where all of 1 components fire" in strong.stdout
+    assert "1 prompt where all of 1 component fires" in strong.stdout
 
 
 def test_stats_components_and_prompt(small_db: str) -> None:
@@ -63,8 +64,12 @@ def test_stats_components_and_prompt(small_db: str) -> None:
     lines = [line for line in components.stdout.splitlines() if "h.0.mlp" in line]
     assert "h.0.mlp.c_fc:3" in lines[0] and "100.0%" in lines[0]
     prompt = run("query", "prompt", "1", "--db", small_db)
-    assert "[1] upon [x]" in prompt.stdout
-    assert "h.0.mlp.c_fc:1:3" in prompt.stdout and "-0.12500" in prompt.stdout
+    assert "2 tokens, 2 nodes, 1 edge\n" in prompt.stdout
+    assert "text: 'Once upon [x]'" in prompt.stdout and "[1] upon [x]" in prompt.stdout
+    source, target, value = prompt.stdout.splitlines()[-2].strip("│ ").split("│")
+    assert source.strip() == "h.0.mlp.c_fc:3 @1 ' upon [x]'"
+    assert target.strip() == "h.0.mlp.down_proj:5 @1 ' upon [x]'"
+    assert value.strip() == "-0.12500"
 
 
 @pytest.mark.parametrize(
@@ -88,9 +93,11 @@ def test_unknown_things_are_reported(small_db: str) -> None:
     search = run("query", "search", "h.9.mlp:1", "--db", small_db)
     assert search.returncode == 0 and "unknown component h.9.mlp:1" in search.stdout
     stats = run("query", "stats", "h.0.mlp.c_fc:99", "--db", small_db)
-    assert stats.returncode == 1 and "unknown component" in stats.stdout
+    assert stats.returncode == 2  # as for a malformed key
+    assert stats.stderr.startswith("locattr: error: unknown component h.0.mlp.c_fc:99")
     prompt = run("query", "prompt", "99", "--db", small_db)
-    assert prompt.returncode == 1 and "no prompt 99" in prompt.stdout
+    assert prompt.returncode == 2
+    assert prompt.stderr == "locattr: error: no prompt 99 in this database\n"
 
 
 def test_database_problems_name_the_file(tmp_path: Path) -> None:
@@ -117,3 +124,31 @@ def test_db_upgrade_and_merge(tmp_path: Path, small_db: str) -> None:
     merged = run("merge", str(tmp_path / "merged.db"), small_db, fresh)
     assert merged.returncode == 0, merged.stderr
     assert "2 prompts added" in merged.stdout and "merged.db: 2 prompts" in merged.stdout
+    assert f"{fresh}: 0 prompts added" in merged.stdout
+
+
+def test_serve_on_a_port_in_use_says_so_before_claiming_to_serve(small_db: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("serve", "--db", small_db, "--port", str(port))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"locattr: error: cannot listen on 127.0.0.1:{port}: ")
+    assert len(result.stderr.splitlines()) == 1 and "serving" not in result.stdout
+
+
+def test_prompt_labels_an_output_node_with_the_token_it_predicts(tmp_path: Path) -> None:
+    path = str(tmp_path / "outputs.db")
+    with LocalAttrDB(path) as db:
+        db.register_layers({"h.0.mlp.c_fc": 8})
+        db.set_vocabulary(["<eos>", " cat", " dog"])
+        graph = Graph.from_records(
+            [("h.0.mlp.c_fc", 0, 3, 0.75), ("output", 0, 2, 0.5)],
+            [("h.0.mlp.c_fc", 0, 3, "output", 0, 2, 0.25)],
+        )
+        db.add_prompt(PromptRecord("p1", [1], ["The"], graph))
+    prompt = run("query", "prompt", "1", "--db", path)
+    assert prompt.returncode == 0, prompt.stderr
+    source, target, _ = prompt.stdout.splitlines()[-2].strip("│ ").split("│")
+    assert (source.strip(), target.strip()) == ("h.0.mlp.c_fc:3 @0 'The'", "output:2 @0 -> ' dog'")

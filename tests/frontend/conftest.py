@@ -86,6 +86,11 @@ class Console:
 
     errors: list[str] = field(default_factory=list)
 
+    def allow(self, fragment: str) -> None:
+        """Forget the errors that mention `fragment`: the browser logs every 4xx answer itself,
+        also those a test asks for on purpose."""
+        self.errors[:] = [error for error in self.errors if fragment not in error]
+
     def on_console(self, message: ConsoleMessage) -> None:
         if message.type == "error":
             self.errors.append(f"console: {message.text} ({message.location})")

@@ -13,6 +13,7 @@ from locattr.compute import compute_graph, load_run
 from locattr.datasets import DatasetError, DatasetSpec, dataset_windows
 from locattr.demo import demo_context_windows, demo_run_path
 from locattr.demo.corpus import stories
+from locattr.errors import LocattrError
 from locattr.generate import DatasetChoice, GenerateError, GenerateOptions, generate
 from locattr.generate.contexts import compute_contexts
 
@@ -102,6 +103,19 @@ def test_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str) ->
     )
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
+    assert not list(tmp_path.glob("x.db*"))  # no empty database, -wal or -shm left behind
+
+
+def test_a_failed_build_keeps_an_existing_database(tmp_path: Path) -> None:
+    """Only a file the failed call created is removed, even an existing empty database."""
+    built, empty = tmp_path / "built.db", tmp_path / "empty.db"
+    generate(options(built, n_prompts=1))
+    LocalAttrDB(empty).close()
+    for path in (built, empty):
+        with pytest.raises(LocattrError, match="does not exist"):
+            generate(options(path, model=str(tmp_path / "no-such-run")))
+    with LocalAttrDB(built, readonly=True) as db, LocalAttrDB(empty, readonly=True) as other:
+        assert (db.get_prompt_count(), other.get_prompt_count()) == (1, 0)
 
 
 @pytest.mark.parametrize(
@@ -149,7 +163,7 @@ def test_original_underscore_flags_are_accepted(tmp_path: Path) -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert "1 prompts added" in result.stdout
+    assert "1 prompt added (per worker: 1)" in result.stdout
     assert "1/1 prompts" in result.stderr  # the progress line a non-interactive log gets
 
 

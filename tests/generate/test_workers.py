@@ -68,6 +68,17 @@ def test_shards_merged_equal_one_unsharded_build(tmp_path: Path, single: str) ->
     assert_consistent(merged)
 
 
+def test_every_worker_of_a_shard_gets_an_equal_share(tmp_path: Path) -> None:
+    """Shard 1/2 holds the even prompt indices: dealt by index modulo 2, worker 1 got none."""
+    target = tmp_path / "shard.db"
+    args = ["--model", "demo", "--output", str(target), "--n-ctx", "10", "--n-prompts", "8"]
+    args += ["--context-windows", "0", "--device", "cpu", "--shard", "1/2", "--n-gpus", "2"]
+    result = subprocess.run([GENERATE, *args], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "4 prompts added (per worker: 2, 2), 0 already stored (shard 1/2)" in result.stdout
+    assert sorted(int(i.rsplit(":", 1)[1]) for i in graphs_by_identity(str(target))) == [0, 2, 4, 6]
+
+
 @pytest.mark.postgres
 def test_two_workers_and_two_shards_into_one_postgres_database(single: str) -> None:
     url = create_postgres_database()

@@ -24,7 +24,10 @@ def test_async_engine_reads_what_the_writer_wrote(db_url: str) -> None:
                 rows = (
                     await connection.execute(
                         queries.search_prompts(
-                            queries.MatchSpec((2,), require_all=True), limit=10, after=None
+                            queries.MatchSpec((2,), require_all=True),
+                            queries.Scoring.by_max_ci(1),
+                            limit=10,
+                            after=None,
                         )
                     )
                 ).all()

@@ -101,7 +101,7 @@ def test_index_only_prompts_have_no_graph(layered: LocalAttrDB) -> None:
     assert layered.find_prompts_with_components(layered.get_unique_components()[:1]).total == 1
 
 
-def test_search_all_any_ranking_and_pagination(layered: LocalAttrDB) -> None:
+def test_search_all_any_ranking_by_max_ci_and_pagination(layered: LocalAttrDB) -> None:
     a, b, c = "h.0.attn.q_proj:1", "h.0.mlp.c_fc:2", "h.1.mlp.down_proj:3"
     layered.add_prompts(
         [
@@ -111,21 +111,21 @@ def test_search_all_any_ranking_and_pagination(layered: LocalAttrDB) -> None:
             fixed_record("p4", {b: [(0, 0.25)], a: [(1, 0.75)]}),  # a+b, score 1.0 (tie with p1)
         ]
     )
-    page = layered.find_prompts_with_components([a, b])
+    page = layered.find_prompts_with_components([a, b], rank="max_ci")
     assert page.prompt_ids == [2, 1, 4] and page.total == 3 and page.next_cursor is None
     assert page.hits[0].score == pytest.approx(1.7)
     assert page.hits[0].matches[a].positions == [0, 3]
     assert page.hits[0].matches[a].max_ci == pytest.approx(0.9)
 
-    assert layered.find_prompts_with_components([a, b, c]).prompt_ids == [2]
-    anywhere = layered.find_prompts_with_components([a, c], require_all=False)
+    assert layered.find_prompts_with_components([a, b, c], rank="max_ci").prompt_ids == [2]
+    anywhere = layered.find_prompts_with_components([a, c], require_all=False, rank="max_ci")
     assert anywhere.prompt_ids == [2, 4, 1, 3] and anywhere.total == 4
     # a duplicated key is the same query (the original matched nothing)
-    assert layered.find_prompts_with_components([a, a, b]).prompt_ids == [2, 1, 4]
+    assert layered.find_prompts_with_components([a, a, b], rank="max_ci").prompt_ids == [2, 1, 4]
 
     pages, cursor = [], None
     while True:
-        page = layered.find_prompts_with_components([a], limit=1, cursor=cursor)
+        page = layered.find_prompts_with_components([a], limit=1, cursor=cursor, rank="max_ci")
         pages += page.prompt_ids
         assert page.total == 4
         cursor = page.next_cursor
@@ -134,7 +134,7 @@ def test_search_all_any_ranking_and_pagination(layered: LocalAttrDB) -> None:
     assert pages == [2, 4, 1, 3]
 
 
-def test_search_min_ci_and_same_position(layered: LocalAttrDB) -> None:
+def test_search_min_ci_and_same_position_by_max_ci(layered: LocalAttrDB) -> None:
     a, b = "h.0.attn.q_proj:1", "h.0.mlp.c_fc:2"
     layered.add_prompts(
         [
@@ -143,22 +143,105 @@ def test_search_min_ci_and_same_position(layered: LocalAttrDB) -> None:
             fixed_record("p3", {a: [(3, 0.75)], b: [(3, 0.5)]}),  # share position 3
         ]
     )
-    assert layered.find_prompts_with_components([a, b]).prompt_ids == [1, 3, 2]
-    strong = layered.find_prompts_with_components([a, b], min_ci=0.5)
+    assert layered.find_prompts_with_components([a, b], rank="max_ci").prompt_ids == [1, 3, 2]
+    strong = layered.find_prompts_with_components([a, b], min_ci=0.5, rank="max_ci")
     assert strong.prompt_ids == [1, 3] and strong.total == 2
-    together = layered.find_prompts_with_components([a, b], same_position=True)
+    together = layered.find_prompts_with_components([a, b], same_position=True, rank="max_ci")
     assert together.prompt_ids == [1, 3] and together.total == 2
     assert together.hits[0].matches[b].positions == [2]
-    first = layered.find_prompts_with_components([a, b], same_position=True, limit=1)
+    first = layered.find_prompts_with_components([a, b], same_position=True, limit=1, rank="max_ci")
     assert first.prompt_ids == [1] and first.next_cursor is not None
     rest = layered.find_prompts_with_components(
-        [a, b], same_position=True, limit=1, cursor=first.next_cursor
+        [a, b], same_position=True, limit=1, cursor=first.next_cursor, rank="max_ci"
     )
     assert rest.prompt_ids == [3] and rest.next_cursor is None and rest.total == 2
     with pytest.raises(QueryError, match="same_position"):
-        layered.find_prompts_with_components([a, b], require_all=False, same_position=True)
+        layered.find_prompts_with_components(
+            [a, b], require_all=False, same_position=True, rank="max_ci"
+        )
     with pytest.raises(QueryError, match="min_ci must be a finite number"):
-        layered.find_prompts_with_components([a, b], min_ci=float("nan"))
+        layered.find_prompts_with_components([a, b], min_ci=float("nan"), rank="max_ci")
+
+
+def test_search_by_specificity(layered: LocalAttrDB) -> None:
+    """score = sum over the present components of CI sum x ln(1 + N / n), by hand."""
+    a, b, c = "h.0.attn.q_proj:1", "h.0.mlp.c_fc:2", "h.1.mlp.down_proj:3"
+    layered.add_prompts(
+        [
+            fixed_record("p1", {a: [(0, 1.0)], b: [(1, 0.5)]}),
+            fixed_record("p2", {a: [(0, 1.0), (3, 1.0)], b: [(2, 0.5)], c: [(4, 0.1)]}),
+            fixed_record("p3", {a: [(5, 0.25)]}),
+            fixed_record("p4", {b: [(1, 0.25), (6, 0.5)], a: [(1, 1.0)]}),
+        ]
+    )
+    idf_a, idf_b, idf_c = np.log1p(4 / 4), np.log1p(4 / 3), np.log1p(4 / 1)
+    page = layered.find_prompts_with_components([a, b])
+    assert page.rank == "specificity"
+    assert page.idf == pytest.approx({a: idf_a, b: idf_b})
+    expected = {1: idf_a + 0.5 * idf_b, 2: 2 * idf_a + 0.5 * idf_b, 4: idf_a + 0.75 * idf_b}
+    assert page.prompt_ids == [2, 4, 1]  # max_ci ties p1, p2 and p4 (1.5) but for their ids
+    assert {h.prompt_id: h.score for h in page.hits} == pytest.approx(expected)
+    assert page.hits[0].matches[a].ci_sum == pytest.approx(2.0)
+    by_max_ci = layered.find_prompts_with_components([a, b], rank="max_ci")
+    assert [h.score for h in by_max_ci.hits] == pytest.approx([1.5, 1.5, 1.5])
+    assert by_max_ci.rank == "max_ci" and by_max_ci.idf == {}
+
+    anywhere = layered.find_prompts_with_components([a, c], require_all=False)
+    assert anywhere.prompt_ids == [2, 1, 4, 3]
+    assert anywhere.hits[0].score == pytest.approx(2 * idf_a + 0.1 * idf_c)
+    assert anywhere.hits[-1].score == pytest.approx(0.25 * idf_a)
+
+    first = layered.find_prompts_with_components([a, b], limit=2)
+    assert first.next_cursor is not None
+    rest = layered.find_prompts_with_components([a, b], limit=2, cursor=first.next_cursor)
+    assert rest.prompt_ids == [1] and rest.next_cursor is None
+    with pytest.raises(CursorError, match="next_cursor"):  # a cursor continues its own ranking
+        layered.find_prompts_with_components([a, b], cursor=first.next_cursor, rank="max_ci")
+    together = layered.find_prompts_with_components([a, b], same_position=True)
+    assert together.prompt_ids == [4] and together.hits[0].score == pytest.approx(expected[4])
+    with pytest.raises(QueryError, match="rank must be one of specificity, max_ci"):
+        layered.find_prompts_with_components([a], rank="sum")  # type: ignore[arg-type]
+
+
+def test_search_exclusion(layered: LocalAttrDB) -> None:
+    a, b, c = "h.0.attn.q_proj:1", "h.0.mlp.c_fc:2", "h.1.mlp.down_proj:3"
+    layered.add_prompts(
+        [
+            fixed_record("p1", {a: [(0, 0.5)], b: [(1, 0.5)]}),
+            fixed_record("p2", {a: [(0, 0.9)], b: [(0, 0.8)], c: [(4, 0.1)]}),  # a, b at 0
+            fixed_record("p3", {a: [(5, 0.3)]}),
+            fixed_record("p4", {b: [(0, 0.25)], a: [(1, 0.75)], c: [(2, 0.75)]}),
+        ]
+    )
+
+    def ids(keys: list[str], **options: object) -> list[int]:
+        page = layered.find_prompts_with_components(keys, limit=2, **options)  # type: ignore[arg-type]
+        found, cursor = list(page.prompt_ids), page.next_cursor
+        while cursor is not None:
+            more = layered.find_prompts_with_components(keys, limit=2, cursor=cursor, **options)  # type: ignore[arg-type]
+            found, cursor = found + more.prompt_ids, more.next_cursor
+            assert more.total == page.total
+        assert page.total == len(found)
+        return sorted(found)
+
+    assert ids([a], exclude=[c]) == [1, 3]
+    assert ids([a], exclude=[c, b]) == [3]
+    assert ids([a, b], exclude=[c]) == [1]
+    assert ids([b, c], require_all=False, exclude=[a]) == []
+    # min_ci holds for excluded components too: c at 0.1 in p2 does not fire at 0.5
+    assert ids([a], exclude=[c], min_ci=0.5) == [1, 2]
+    assert ids([a], exclude=[c], rank="max_ci") == [1, 3]
+    assert ids([a, b], same_position=True) == [2]
+    assert ids([a, b], exclude=[c], same_position=True) == []
+    assert ids([a, b], exclude=[c], same_position=True, min_ci=0.5) == [2]
+    page = layered.find_prompts_with_components([a], exclude=[c, "nope:1", "h.0.mlp.c_fc:999"])
+    assert sorted(page.prompt_ids) == [1, 3] and page.unknown_keys == ["nope:1", "h.0.mlp.c_fc:999"]
+    page = layered.find_prompts_with_components([a, "nope:2"], exclude=["nope:1"])
+    assert page.prompt_ids == [] and page.unknown_keys == ["nope:2", "nope:1"]
+    with pytest.raises(QueryError, match=r"h\.0\.attn\.q_proj:1 is both searched for and excluded"):
+        layered.find_prompts_with_components([a, b], exclude=[c, " h.0.attn.q_proj:01"])
+    with pytest.raises(ComponentKeyError, match="layer:index"):
+        layered.find_prompts_with_components([a], exclude=["x:abc"])
 
 
 def test_search_bad_input(layered: LocalAttrDB) -> None:

@@ -1,7 +1,10 @@
 """Packed postings answer every search exactly as the plain-SQL formulation does."""
 
+from typing import Any
+
 import numpy as np
 import pytest
+from sqlalchemy import text
 
 from locattr import LocalAttrDB
 from locattr.storage import queries
@@ -11,27 +14,45 @@ from tests.graphs import LAYERS, random_record
 
 
 def sql_oracle(
-    db: LocalAttrDB, keys: list[str], *, require_all: bool, min_ci: float
+    db: LocalAttrDB,
+    keys: list[str],
+    *,
+    require_all: bool,
+    min_ci: float,
+    exclude: list[str],
+    rank: queries.Rank,
 ) -> list[tuple[int, float]]:
-    """Every matching prompt, best first, from the plain-SQL search."""
+    """Every matching prompt, best first, from the plain-SQL search (idf from plain counts)."""
     with db.engine.connect() as connection:
         layers = LayerCache()
-        found = [layers.component_id(connection, ComponentKey.parse(k)) for k in keys]
-        ids = tuple(i for i in found if i is not None)
-        assert len(ids) == len(keys)
-        spec = queries.MatchSpec(ids, require_all=require_all, min_ci=min_ci)
-        rows = connection.execute(queries.search_prompts(spec, limit=100_000, after=None)).all()
+        ids = [layers.component_id(connection, ComponentKey.parse(k)) for k in keys + exclude]
+        assert None not in ids
+        found = tuple(i for i in ids if i is not None)
+        spec = queries.MatchSpec(
+            found[: len(keys)], require_all, min_ci, excluded_ids=found[len(keys) :]
+        )
+        scoring = queries.Scoring.by_max_ci(len(keys))
+        if rank == "specificity":
+            n = connection.execute(text("SELECT count(*) FROM prompts")).scalar_one()
+            weights = []
+            for component_id in spec.component_ids:
+                count = connection.execute(
+                    text("SELECT count(*) FROM component_activations WHERE component_id = :c"),
+                    {"c": component_id},
+                ).scalar_one()
+                weights.append(float(np.log1p(n / count)))
+            scoring = queries.Scoring("specificity", tuple(weights))
+        statement = queries.search_prompts(spec, scoring, limit=100_000, after=None)
+        rows = connection.execute(statement).all()
     return [(row[0], row[1]) for row in rows]
 
 
 def paged(
-    db: LocalAttrDB, keys: list[str], *, require_all: bool, min_ci: float, limit: int
+    db: LocalAttrDB, keys: list[str], *, limit: int, **options: Any
 ) -> tuple[list[tuple[int, float]], set[int]]:
     hits, totals, cursor = [], set(), None
     while True:
-        page = db.find_prompts_with_components(
-            keys, require_all, limit=limit, cursor=cursor, min_ci=min_ci
-        )
+        page = db.find_prompts_with_components(keys, limit=limit, cursor=cursor, **options)
         hits += [(h.prompt_id, h.score) for h in page.hits]
         totals.add(page.total)
         if page.next_cursor is None:
@@ -49,13 +70,19 @@ def test_postings_match_sql(db: LocalAttrDB, stage: str) -> None:
     if stage == "built, then more prompts":
         db.add_prompts([random_record(rng, n_nodes=40) for _ in range(25)])
     frequent = [c.key for c in db.list_components(limit=12)]
-    for trial in range(12):
-        keys = list(rng.choice(frequent, size=1 + trial % 3, replace=False))
+    for trial in range(16):
+        chosen = list(rng.choice(frequent, size=1 + trial % 3 + trial % 2, replace=False))
+        keys, exclude = chosen[: 1 + trial % 3], chosen[1 + trial % 3 :]
         for require_all in (True, False):
-            min_ci = [0.0, 0.3][trial % 2]
-            expected = sql_oracle(db, keys, require_all=require_all, min_ci=min_ci)
-            hits, totals = paged(db, keys, require_all=require_all, min_ci=min_ci, limit=7)
-            assert [h[0] for h in hits] == [e[0] for e in expected], (keys, require_all, min_ci)
+            options: dict[str, Any] = {
+                "require_all": require_all,
+                "min_ci": [0.0, 0.3][trial // 2 % 2],
+                "exclude": exclude,
+                "rank": queries.RANKS[trial // 4 % 2],
+            }
+            expected = sql_oracle(db, keys, **options)
+            hits, totals = paged(db, keys, limit=7, **options)
+            assert [h[0] for h in hits] == [e[0] for e in expected], (keys, options)
             assert [h[1] for h in hits] == pytest.approx([e[1] for e in expected])
             assert totals == {len(expected)}
 
@@ -66,5 +93,43 @@ def test_ties_are_broken_by_prompt_id_across_pages(db: LocalAttrDB) -> None:
     db.register_layers(LAYERS)
     db.add_prompts([fixed_record(f"p{i}", {"h.0.mlp.c_fc:1": [(0, 0.5)]}) for i in range(9)])
     db.build_postings()
-    hits, totals = paged(db, ["h.0.mlp.c_fc:1"], require_all=True, min_ci=0.0, limit=4)
+    hits, totals = paged(db, ["h.0.mlp.c_fc:1"], limit=4)
     assert [h[0] for h in hits] == list(range(1, 10)) and totals == {9}
+
+
+@pytest.mark.parametrize("stage", ["never built", "built", "built, then more prompts"])
+def test_cofiring_counts_match_sql(db: LocalAttrDB, stage: str) -> None:
+    """Components firing in more than half of the prompts are counted from the others: both
+    ways, from packed lists and from index rows added since, agree with a plain SQL join."""
+    rng = np.random.default_rng(12)
+    db.register_layers(LAYERS)
+    db.add_prompts([random_record(rng, n_nodes=40) for _ in range(40)])
+    if stage != "never built":
+        db.build_postings()
+    if stage == "built, then more prompts":
+        db.add_prompts([random_record(rng, n_nodes=40) for _ in range(15)])
+    n_prompts = db.get_prompt_count()
+    components = db.list_components(limit=1000)
+    shares = [c.prompt_count / n_prompts for c in components]
+    assert min(shares) < 0.5 < max(shares)  # both ways of counting
+    with db.engine.connect() as connection:
+        pairs = connection.execute(
+            text(
+                "SELECT a.component_id, b.component_id, count(*) FROM component_activations a "
+                "JOIN component_activations b ON a.prompt_id = b.prompt_id "
+                "WHERE a.component_id != b.component_id GROUP BY a.component_id, b.component_id"
+            )
+        ).all()
+    layers = LayerCache()
+    with db.engine.connect() as connection:
+        key_of = {i: layers.key_of(connection, i) for i in {p[0] for p in pairs}}
+    expected: dict[str, dict[str, int]] = {}
+    for a, b, count in pairs:
+        expected.setdefault(key_of[a], {})[key_of[b]] = count
+    for component in components:
+        found = db.get_cofiring(component.key, limit=1000, min_count=1, order="count")
+        assert found is not None and found.prompt_count == component.prompt_count
+        assert {p.key: p.count for p in found.partners} == expected[component.key]
+        assert found.n_partners == len(expected[component.key])
+        counts = [p.count for p in found.partners]
+        assert counts == sorted(counts, reverse=True)

@@ -5,16 +5,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import insert, text
 
 from locattr import LocalAttrDB
-from locattr.storage import DatabaseError, resolve_target
+from locattr.storage import DatabaseError, PromptRecord, ValueDtype, resolve_target, writes
 from locattr.storage.engine import create_sync_engine
-from locattr.storage.models import SCHEMA_REVISION
+from locattr.storage.models import SCHEMA_REVISION, prompts_table
 from locattr.storage.schema import alembic_config, upgrade
+from locattr.storage.writes import PreparedPrompt
+from tests.graphs import LAYERS, random_record
 
 
 def test_models_name_the_alembic_head() -> None:
@@ -121,3 +124,75 @@ def test_plain_alembic_uses_locattr_db(tmp_path: Path) -> None:
     )
     with LocalAttrDB(path, readonly=True) as db:
         assert db.get_prompt_count() == 0
+
+
+def database_at_0002(db_url: str) -> list[PreparedPrompt]:
+    """A database written as revision 0002 wrote it (index rows without CI sums): three prompts
+    with graphs and one index-only prompt. Returns the prompts as this locattr prepares them."""
+    target = resolve_target(db_url)
+    engine = create_sync_engine(target)
+    rng = np.random.default_rng(5)
+    records = [random_record(rng, n_nodes=30) for _ in range(4)]
+    last = records[-1]
+    records[-1] = PromptRecord(
+        last.identity, last.token_ids, last.tokens, last.graph, keep_graph=False
+    )
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(target, connection), "0002_component_postings")
+        slots = writes.register_layers(connection, LAYERS)
+        prepared = [writes.prepare_prompt(r, slots, ValueDtype.FLOAT32) for r in records]
+        for prompt_id, prompt in enumerate(prepared, start=1):
+            connection.execute(insert(prompts_table), [{"id": prompt_id, **prompt.row}])
+            connection.execute(
+                text(
+                    "INSERT INTO component_activations (component_id, prompt_id, max_ci, "
+                    "positions) VALUES (:c, :p, :m, :b)"
+                ),
+                [
+                    {"c": c, "p": prompt_id, "m": m, "b": b}
+                    for c, m, b in zip(
+                        prompt.component_ids.tolist(),
+                        prompt.max_ci.tolist(),
+                        prompt.position_blobs,
+                        strict=True,
+                    )
+                ],
+            )
+            writes.bump_component_counters(
+                connection, prompt.component_ids, prompt.max_ci.astype(np.float64)
+            )
+    engine.dispose()
+    return prepared
+
+
+def test_upgrade_to_0003_fills_ci_sums_from_the_graphs(db_url: str) -> None:
+    prepared = database_at_0002(db_url)
+    assert upgrade(resolve_target(db_url)) == SCHEMA_REVISION
+    with LocalAttrDB(db_url) as db:
+        with db.engine.connect() as connection:
+            for prompt_id, prompt in enumerate(prepared, start=1):
+                stored = dict(
+                    connection.execute(
+                        text(
+                            "SELECT component_id, ci_sum FROM component_activations "
+                            "WHERE prompt_id = :p"
+                        ),
+                        {"p": prompt_id},
+                    ).all()
+                )
+                if prompt.row["graph"] is not None:  # exactly what a new build stores
+                    expected = prompt.ci_sum.tolist()
+                else:  # max CI x positions, the most the index tells
+                    expected = [
+                        m * (len(b) // 2)
+                        for m, b in zip(prompt.max_ci.tolist(), prompt.position_blobs, strict=True)
+                    ]
+                assert [stored[c] for c in prompt.component_ids.tolist()] == expected
+        key = db.list_components(limit=1)[0].key
+        unpacked = db.find_prompts_with_components([key])  # the packed postings were dropped
+        assert db.build_postings() == len(prepared)
+        packed = db.find_prompts_with_components([key])
+        assert [(h.prompt_id, h.score) for h in packed.hits] == [
+            (h.prompt_id, h.score) for h in unpacked.hits
+        ]
+        assert db.get_cofiring(key, min_count=1) is not None

@@ -11,6 +11,9 @@ export type SearchResults = Schemas["SearchResults"];
 export type SearchResult = Schemas["SearchResult"];
 export type ComponentDetail = Schemas["ComponentDetail"];
 export type ComponentDetails = Schemas["ComponentDetails"];
+export type Component = Schemas["Component"];
+export type ComponentList = Schemas["ComponentList"];
+export type CofiringList = Schemas["CofiringList"];
 export type Normalize = PromptGraph["normalize"];
 
 type Query<P extends keyof paths> = paths[P]["get"] extends { parameters: { query?: infer Q } }
@@ -19,6 +22,7 @@ type Query<P extends keyof paths> = paths[P]["get"] extends { parameters: { quer
 export type GraphQuery = Query<"/api/prompt/{prompt_id}">;
 export type SearchQuery = Query<"/api/search">;
 export type PromptsQuery = Query<"/api/prompts">;
+export type ComponentsQuery = Query<"/api/components">;
 
 /** A 4xx/5xx answer: the API's `{error, detail}` body, or what the network said. */
 export class ApiError extends Error {
@@ -85,6 +89,15 @@ export class Api {
 
   component(key: string): Promise<ComponentDetail> {
     return getJson(this.base, `/api/components/${encodeURIComponent(key)}`);
+  }
+
+  components(query: ComponentsQuery): Promise<ComponentList> {
+    return getJson(this.base, "/api/components", query);
+  }
+
+  /** Components firing with `key` by association over every stored prompt. */
+  cofiring(key: string, limit: number): Promise<CofiringList> {
+    return getJson(this.base, `/api/components/${encodeURIComponent(key)}/cofiring`, { limit });
   }
 
   /** Several components' details in one request, activation contexts cut to `examples`. */

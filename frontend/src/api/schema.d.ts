@@ -113,7 +113,7 @@ export interface paths {
         };
         /**
          * Search Prompts
-         * @description Ranked prompts: score = sum of the queried components' max CI in the prompt.
+         * @description Ranked prompts where the components fire and the excluded ones do not (see `rank`).
          */
         get: operations["searchPrompts"];
         put?: never;
@@ -133,7 +133,8 @@ export interface paths {
         };
         /**
          * List Components
-         * @description Components that fire in stored prompts, most prompts first (ties by model order).
+         * @description Components that fire in stored prompts, largest `sort` value first (ties by model
+         *     order).
          */
         get: operations["listComponents"];
         put?: never;
@@ -156,6 +157,30 @@ export interface paths {
          * @description How often and how strongly a component fires, where most, and its activation context.
          */
         get: operations["getComponent"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/components/{key}/cofiring": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Cofiring
+         * @description The components that fire in the same prompts as this one, counted over every stored
+         *     prompt. With N prompts in the database and n_A, n_B the prompts where the component and a
+         *     partner fire, and count the prompts where both do: `lift = count × N / (n_A × n_B)` (1 when
+         *     they fire independently) and `jaccard = count / (n_A + n_B − count)` (1 when they fire in
+         *     exactly the same prompts). Best first by `order`; ties: larger count, then model order.
+         */
+        get: operations["getCofiring"];
         put?: never;
         post?: never;
         delete?: never;
@@ -242,6 +267,83 @@ export interface components {
              */
             prompts: number;
         };
+        /**
+         * CofiringList
+         * @description The components firing in the same prompts as one component, over every stored prompt.
+         * @example {
+         *       "items": [
+         *         {
+         *           "count": 30,
+         *           "jaccard": 0.5,
+         *           "key": "h.1.attn.o_proj:7",
+         *           "lift": 3,
+         *           "prompt_count": 50
+         *         }
+         *       ],
+         *       "key": "h.0.mlp.c_fc:3",
+         *       "min_count": 3,
+         *       "n_partners": 1,
+         *       "n_prompts": 200,
+         *       "order": "lift",
+         *       "prompt_count": 40
+         *     }
+         */
+        CofiringList: {
+            /** Key */
+            key: string;
+            /**
+             * Prompt Count
+             * @description n_A: prompts where the component fires.
+             */
+            prompt_count: number;
+            /**
+             * N Prompts
+             * @description N: prompts in the database.
+             */
+            n_prompts: number;
+            /**
+             * Order
+             * @enum {string}
+             */
+            order: "lift" | "jaccard" | "count";
+            /** Min Count */
+            min_count: number;
+            /**
+             * N Partners
+             * @description Components firing with it in at least `min_count` prompts (not only the `limit` listed).
+             */
+            n_partners: number;
+            /**
+             * Items
+             * @description Best first by `order`; ties: larger `count`, then model order.
+             */
+            items: components["schemas"]["CofiringPartner"][];
+        };
+        /** CofiringPartner */
+        CofiringPartner: {
+            /** Key */
+            key: string;
+            /**
+             * Count
+             * @description Prompts where both components fire.
+             */
+            count: number;
+            /**
+             * Prompt Count
+             * @description n_B: prompts where this partner fires.
+             */
+            prompt_count: number;
+            /**
+             * Lift
+             * @description `count × N / (n_A × n_B)`: how many times more often they fire together than if they fired independently (1).
+             */
+            lift: number;
+            /**
+             * Jaccard
+             * @description `count / (n_A + n_B − count)`: 1 when they fire in exactly the same prompts.
+             */
+            jaccard: number;
+        };
         /** Component */
         Component: {
             /** Key */
@@ -319,10 +421,21 @@ export interface components {
         };
         /** ComponentMatch */
         ComponentMatch: {
-            /** Max Ci */
+            /**
+             * Max Ci
+             * @description The component's largest CI in the prompt.
+             */
             max_ci: number;
-            /** Positions */
+            /**
+             * Positions
+             * @description Token positions where it fires.
+             */
             positions: number[];
+            /**
+             * Ci Sum
+             * @description Its CI summed over those positions: its CI mass, which `specificity` weighs by the component's `idf`.
+             */
+            ci_sum: number;
         };
         /** Edge */
         Edge: {
@@ -541,7 +654,7 @@ export interface components {
             id: number;
             /**
              * Score
-             * @description Sum of the queried components' max CI in this prompt.
+             * @description With `rank=specificity`: the sum over the queried components present of `ci_sum × idf`; with `rank=max_ci`: the sum of their `max_ci`.
              */
             score: number;
             /** Preview */
@@ -560,16 +673,23 @@ export interface components {
          * SearchResults
          * @example {
          *       "count": 1,
+         *       "exclude": [],
+         *       "idf": {
+         *         "h.0.mlp.c_fc:3": 1.5,
+         *         "h.1.attn.o_proj:7": 2
+         *       },
          *       "mode": "all",
          *       "query": [
          *         "h.0.mlp.c_fc:3",
          *         "h.1.attn.o_proj:7"
          *       ],
+         *       "rank": "specificity",
          *       "results": [
          *         {
          *           "id": 12,
          *           "matches": {
          *             "h.0.mlp.c_fc:3": {
+         *               "ci_sum": 1,
          *               "max_ci": 0.75,
          *               "positions": [
          *                 1,
@@ -577,6 +697,7 @@ export interface components {
          *               ]
          *             },
          *             "h.1.attn.o_proj:7": {
+         *               "ci_sum": 0.5,
          *               "max_ci": 0.5,
          *               "positions": [
          *                 4
@@ -584,7 +705,7 @@ export interface components {
          *             }
          *           },
          *           "preview": "Once upon a time",
-         *           "score": 1.25,
+         *           "score": 2.5,
          *           "tokens": [
          *             "Once",
          *             " upon",
@@ -616,9 +737,27 @@ export interface components {
             next_cursor: string | null;
             /**
              * Unknown Components
-             * @description Well-formed keys naming no component of this database.
+             * @description Well-formed keys naming no component of this database (queried or excluded: an unknown excluded key excludes nothing).
              */
             unknown_components: string[];
+            /**
+             * Rank
+             * @description The ranking that scored them.
+             * @enum {string}
+             */
+            rank: "specificity" | "max_ci";
+            /**
+             * Exclude
+             * @description The excluded keys, as asked (de-duplicated).
+             */
+            exclude: string[];
+            /**
+             * Idf
+             * @description `ln(1 + N / n)` of each known queried component (N prompts in the database, n where it fires): its weight under `specificity`; empty for `max_ci`.
+             */
+            idf: {
+                [key: string]: number;
+            };
         };
     };
     responses: never;
@@ -893,6 +1032,10 @@ export interface operations {
                 min_ci?: number;
                 /** @description Only prompts where all components fire at one common position. */
                 same_position?: boolean;
+                /** @description Comma-separated component keys, at most 64: leave out prompts where any of them fires (with max CI ≥ `min_ci`, as the queried ones). Unknown keys exclude nothing and are listed in `unknown_components`; a key both queried and excluded is an error. */
+                exclude?: string;
+                /** @description How prompts are scored, highest first (ties: lower prompt id). `specificity`: the sum over the queried components present in the prompt of `ci_sum × idf`, where `ci_sum` is the component's CI summed over the positions where it fires in the prompt and `idf = ln(1 + N / n)` (N prompts in the database, n prompts where the component fires): no ceiling at CI 1, and rare components weigh more. `max_ci`: the sum of the queried components' largest CI in the prompt (at most 1 each). */
+                rank?: "specificity" | "max_ci";
                 /** @description Page size. */
                 limit?: number;
                 /** @description `next_cursor` of the previous page. */
@@ -951,6 +1094,8 @@ export interface operations {
                 limit?: number;
                 /** @description `next_cursor` of the previous page. */
                 cursor?: string | null;
+                /** @description Order: most prompts (`prompt_count`), highest dataset mean CI (`mean_ci`; components without one last) or highest max CI (`max_ci`). */
+                sort?: "prompt_count" | "mean_ci" | "max_ci";
             };
             header?: never;
             path?: never;
@@ -1018,6 +1163,63 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ComponentDetail"];
+                };
+            };
+            /** @description No such prompt, component or path. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter is malformed or out of range. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The query timed out, or the database or a stored graph is unusable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    getCofiring: {
+        parameters: {
+            query?: {
+                /** @description How many partners, best first. */
+                limit?: number;
+                /** @description Only partners firing in at least this many of the same prompts: lifts of partners seen once or twice are mostly chance. */
+                min_count?: number;
+                /** @description Rank partners by lift, by Jaccard index or by count (descending). */
+                order?: "lift" | "jaccard" | "count";
+            };
+            header?: never;
+            path: {
+                /** @description Component key `layer:index`. */
+                key: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CofiringList"];
                 };
             };
             /** @description No such prompt, component or path. */

@@ -14,7 +14,7 @@ export class PinsPanel {
 
   constructor(
     private readonly components: ComponentStore,
-    private readonly unpin: (key: string) => void,
+    private readonly actions: { unpin(key: string): void; toggleExcluded(key: string): void; findPrompts(key: string): void },
     clearAll: () => void,
   ) {
     this.list = h("div", { class: "pinned-list", testid: "pinned-list" });
@@ -35,23 +35,42 @@ export class PinsPanel {
     );
   }
 
-  render(keys: readonly string[], here: (key: string) => HereInfo | null): void {
+  render(keys: readonly string[], excluded: readonly string[], here: (key: string) => HereInfo | null): void {
     this.count.textContent = keys.length ? `(${keys.length})` : "";
     this.clear.hidden = keys.length === 0;
     if (!keys.length) {
-      replace(this.list, h("div", { class: "status" }, "Shift-click a node (or use its card) to pin its component; pins stay when you switch prompts."));
+      replace(
+        this.list,
+        h("div", { class: "status" }, "Shift-click a node, use its card, or type a key under Components to pin a component; pins stay when you switch prompts."),
+      );
       return;
     }
     replace(
       this.list,
       ...keys.map((key) => {
         const info = here(key);
+        const out = excluded.includes(key);
         return h(
           "div",
-          { class: "pinned-item", testid: "pinned-item", attrs: { "data-key": key } },
-          h("button", { class: "unpin", testid: "unpin", title: "unpin", onclick: () => this.unpin(key) }, "✕"),
+          { class: out ? "pinned-item excluded" : "pinned-item", testid: "pinned-item", attrs: { "data-key": key, "data-excluded": String(out) } },
+          h("button", { class: "unpin", testid: "unpin", title: "unpin", onclick: () => this.actions.unpin(key) }, "✕"),
           ...componentCard(key, info, this.components.get(key), SIZES.pinExamples),
           info && info.positions.length === 0 ? h("div", { class: "muted" }, "not in the shown graph") : null,
+          h(
+            "div",
+            { class: "actions" },
+            h(
+              "button",
+              {
+                testid: "exclude-pin",
+                title: out ? "Searches ask for prompts where this fires" : "Searches ask for prompts where this does NOT fire",
+                onclick: () => this.actions.toggleExcluded(key),
+              },
+              out ? "Require" : "Exclude",
+            ),
+            h("button", { testid: "find-prompts", title: "Prompts where this component fires", onclick: () => this.actions.findPrompts(key) }, "Prompts where it fires"),
+            out ? h("span", { class: "excluded-note" }, "excluded from searches") : null,
+          ),
         );
       }),
     );

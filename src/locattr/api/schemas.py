@@ -122,13 +122,20 @@ class PromptGraph(BaseModel):
 
 
 class ComponentMatch(BaseModel):
-    max_ci: float
-    positions: list[int]
+    max_ci: float = Field(description="The component's largest CI in the prompt.")
+    positions: list[int] = Field(description="Token positions where it fires.")
+    ci_sum: float = Field(
+        description="Its CI summed over those positions: its CI mass, which `specificity` "
+        "weighs by the component's `idf`."
+    )
 
 
 class SearchResult(BaseModel):
     id: int
-    score: float = Field(description="Sum of the queried components' max CI in this prompt.")
+    score: float = Field(
+        description="With `rank=specificity`: the sum over the queried components present of "
+        "`ci_sum × idf`; with `rank=max_ci`: the sum of their `max_ci`."
+    )
     preview: str
     tokens: list[str] = Field(description="The prompt's tokens; `matches` positions index them.")
     matches: dict[str, ComponentMatch]
@@ -145,17 +152,28 @@ class SearchResults(BaseModel):
                     "results": [
                         {
                             "id": 12,
-                            "score": 1.25,
+                            "score": 2.5,
                             "preview": "Once upon a time",
                             "tokens": ["Once", " upon", " a", " time", "."],
                             "matches": {
-                                "h.0.mlp.c_fc:3": {"max_ci": 0.75, "positions": [1, 4]},
-                                "h.1.attn.o_proj:7": {"max_ci": 0.5, "positions": [4]},
+                                "h.0.mlp.c_fc:3": {
+                                    "max_ci": 0.75,
+                                    "positions": [1, 4],
+                                    "ci_sum": 1.0,
+                                },
+                                "h.1.attn.o_proj:7": {
+                                    "max_ci": 0.5,
+                                    "positions": [4],
+                                    "ci_sum": 0.5,
+                                },
                             },
                         }
                     ],
                     "next_cursor": None,
                     "unknown_components": [],
+                    "rank": "specificity",
+                    "exclude": [],
+                    "idf": {"h.0.mlp.c_fc:3": 1.5, "h.1.attn.o_proj:7": 2.0},
                 }
             ]
         }
@@ -167,7 +185,14 @@ class SearchResults(BaseModel):
     results: list[SearchResult]
     next_cursor: str | None
     unknown_components: list[str] = Field(
-        description="Well-formed keys naming no component of this database."
+        description="Well-formed keys naming no component of this database (queried or "
+        "excluded: an unknown excluded key excludes nothing)."
+    )
+    rank: Literal["specificity", "max_ci"] = Field(description="The ranking that scored them.")
+    exclude: list[str] = Field(description="The excluded keys, as asked (de-duplicated).")
+    idf: dict[str, float] = Field(
+        description="`ln(1 + N / n)` of each known queried component (N prompts in the "
+        "database, n where it fires): its weight under `specificity`; empty for `max_ci`."
     )
 
 
@@ -190,6 +215,60 @@ class ComponentList(BaseModel):
 class Cofiring(BaseModel):
     key: str
     prompts: int = Field(description="How many of the sampled prompts it also fires in.")
+
+
+class CofiringPartner(BaseModel):
+    key: str
+    count: int = Field(description="Prompts where both components fire.")
+    prompt_count: int = Field(description="n_B: prompts where this partner fires.")
+    lift: float = Field(
+        description="`count × N / (n_A × n_B)`: how many times more often they fire together "
+        "than if they fired independently (1)."
+    )
+    jaccard: float = Field(
+        description="`count / (n_A + n_B − count)`: 1 when they fire in exactly the same prompts."
+    )
+
+
+class CofiringList(BaseModel):
+    """The components firing in the same prompts as one component, over every stored prompt."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "key": "h.0.mlp.c_fc:3",
+                    "prompt_count": 40,
+                    "n_prompts": 200,
+                    "order": "lift",
+                    "min_count": 3,
+                    "n_partners": 1,
+                    "items": [
+                        {
+                            "key": "h.1.attn.o_proj:7",
+                            "count": 30,
+                            "prompt_count": 50,
+                            "lift": 3.0,
+                            "jaccard": 0.5,
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    key: str
+    prompt_count: int = Field(description="n_A: prompts where the component fires.")
+    n_prompts: int = Field(description="N: prompts in the database.")
+    order: Literal["lift", "jaccard", "count"]
+    min_count: int
+    n_partners: int = Field(
+        description="Components firing with it in at least `min_count` prompts (not only the "
+        "`limit` listed)."
+    )
+    items: list[CofiringPartner] = Field(
+        description="Best first by `order`; ties: larger `count`, then model order."
+    )
 
 
 class ComponentDetail(BaseModel):

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from locattr.cli.words import plural
 from locattr.errors import LocattrError
 
 
@@ -138,7 +139,20 @@ def _probability(text: str) -> float:
     return value
 
 
+INTERRUPTED = "interrupted: rerun the same command to resume"
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Console entry point: a user error prints one line and exits 2, Ctrl-C one line and 130
+    (the shell's code for SIGINT), never a traceback."""
+    try:
+        _main(argv)
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        sys.exit(130)
+
+
+def _main(argv: list[str] | None) -> None:
     args = parser().parse_args(argv)
     from locattr.cli.progress import progress_display  # torch loads after --help
     from locattr.generate import DatasetChoice, GenerateOptions, Shard, generate
@@ -180,9 +194,10 @@ def main(argv: list[str] | None = None) -> None:
     except LocattrError as error:
         print(f"locattr-generate: error: {error}", file=sys.stderr)
         sys.exit(2)
+    per_worker = ", ".join(map(str, result.per_worker))
     print(
-        f"{options.output}: {result.added} prompts added, {result.skipped} already stored "
-        f"(shard {options.shard}), {result.wall_s:.1f} s"
+        f"{options.output}: {plural(result.added, 'prompt')} added (per worker: {per_worker}), "
+        f"{result.skipped} already stored (shard {options.shard}), {result.wall_s:.1f} s"
     )
 
 

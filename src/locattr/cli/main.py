@@ -5,17 +5,23 @@ Argument parsing and printing only; the work is done by `locattr.storage`.
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from locattr.cli.words import plural
 from locattr.errors import LocattrError
+from locattr.graph import OUTPUT_LAYER
 from locattr.storage import LocalAttrDB, resolve_target
-from locattr.storage.schema import upgrade
+from locattr.storage.engine import create_sync_engine
+from locattr.storage.queries import RANKS
+from locattr.storage.reads import COFIRING_ORDERS, DEFAULT_MIN_COUNT
+from locattr.storage.schema import current_revision, upgrade
 
 app = typer.Typer(
     name="locattr",
@@ -31,6 +37,7 @@ query_app = typer.Typer(
 app.add_typer(db_app, name="db")
 app.add_typer(query_app, name="query")
 
+T = TypeVar("T", bound=str)
 console = Console(markup=False)  # token strings and layer names may contain [brackets]
 
 DbOption = Annotated[
@@ -51,8 +58,19 @@ def _open(db: str) -> LocalAttrDB:
 @db_app.command("upgrade")
 def db_upgrade(db: DbOption) -> None:
     """Bring a database to this locattr's schema revision (creating it when empty)."""
-    revision = upgrade(resolve_target(db))
-    console.print(f"{resolve_target(db).display} is at schema revision {revision}")
+    target = resolve_target(db)
+    engine = create_sync_engine(target)
+    try:
+        before = current_revision(engine, target)
+    finally:
+        engine.dispose()
+    revision = upgrade(target)
+    console.print(f"{target.display} is at schema revision {revision}")
+    if before is not None and before != revision:
+        # Migrations may drop the packed postings (a cache): searches would read the index.
+        with LocalAttrDB(db) as database:
+            through = database.build_postings()
+        console.print(f"{target.display}: search index packed through prompt {through}")
 
 
 @db_app.command("optimize")
@@ -76,10 +94,21 @@ def query_search(
     same_position: Annotated[
         bool, typer.Option(help="All components at one common position.")
     ] = False,
+    not_: Annotated[
+        list[str] | None,
+        typer.Option("--not", help="Leave out prompts where this component fires (repeatable)."),
+    ] = None,
+    rank: Annotated[
+        str,
+        typer.Option(
+            help=f"{' or '.join(RANKS)}: sum of CI mass x ln(1 + N / n) over the components, "
+            "or sum of their max CI (see README)."
+        ),
+    ] = "specificity",
     limit: Annotated[int, typer.Option(help="Results per page (1-1000).")] = 20,
     cursor: Annotated[str | None, typer.Option(help="next_cursor from a previous page.")] = None,
 ) -> None:
-    """Prompts where all (or any) of the components fire, ranked by summed max CI."""
+    """Prompts where all (or any) of the components fire and none of the --not ones, ranked."""
     with _open(db) as database:
         page = database.find_prompts_with_components(
             keys,
@@ -88,12 +117,18 @@ def query_search(
             cursor=cursor,
             min_ci=min_ci,
             same_position=same_position,
+            exclude=not_ or [],
+            rank=_choice(rank, RANKS, "--rank"),
         )
         previews = {info.id: info for info in database.get_prompts(page.prompt_ids)}
     for key in page.unknown_keys:
         console.print(f"unknown component {key}: no such layer or index here", style="yellow")
     mode = "any" if any_ else "all"
-    table = Table(title=f"{page.total} prompts where {mode} of {len(keys)} components fire")
+    without = f", none of {len(set(not_ or []))}" if not_ else ""
+    table = Table(
+        title=f"{plural(page.total, 'prompt')} where {mode} of {plural(len(keys), 'component')} "
+        f"{'fires' if len(keys) == 1 else 'fire'}{without} (ranked by {page.rank})"
+    )
     for column in ("prompt", "score", "matches (max CI @ positions)", "text"):
         table.add_column(column, overflow="fold")
     for hit in page.hits:
@@ -109,6 +144,64 @@ def query_search(
         console.print(f"more: --cursor {page.next_cursor}")
 
 
+@query_app.command("cofiring")
+def query_cofiring(
+    key: Annotated[str, typer.Argument(help="Component key 'layer:index'.")],
+    db: DbOption,
+    limit: Annotated[int, typer.Option(help="How many partners (1-1000).")] = 20,
+    min_count: Annotated[
+        int, typer.Option(help="Only partners in at least this many of the same prompts.")
+    ] = DEFAULT_MIN_COUNT,
+    order: Annotated[
+        str, typer.Option(help=f"{', '.join(COFIRING_ORDERS)}: best first by this.")
+    ] = "lift",
+) -> None:
+    """The components that fire in the same prompts as KEY, over every prompt, by association:
+    lift = count x N / (n_A x n_B), jaccard = count / (n_A + n_B - count)."""
+    with _open(db) as database:
+        found = database.get_cofiring(
+            key,
+            limit=limit,
+            min_count=min_count,
+            order=_choice(order, COFIRING_ORDERS, "--order"),
+        )
+    if found is None:
+        raise _unknown_component(key)
+    table = Table(
+        title=f"{found.n_partners} components fire with {found.key} in {min_count}+ prompts "
+        f"({found.key} fires in {found.prompt_count} of {found.n_prompts}; by {order})"
+    )
+    for column in ("component", "together", "its prompts", "lift", "jaccard"):
+        table.add_column(column, justify="left" if column == "component" else "right")
+    for partner in found.partners:
+        table.add_row(
+            partner.key,
+            str(partner.count),
+            str(partner.prompt_count),
+            f"{partner.lift:.3f}",
+            f"{partner.jaccard:.3f}",
+        )
+    console.print(table)
+
+
+def _choice(value: str, choices: tuple[T, ...], option: str) -> T:
+    """`value` as one of `choices`, or a usage error naming the option."""
+    for choice in choices:
+        if value == choice:
+            return choice
+    raise typer.BadParameter(
+        f"{value!r} is not one of {', '.join(map(str, choices))}", param_hint=option
+    )
+
+
+def _unknown_component(key: str) -> LocattrError:
+    """A well-formed key this database does not have: reported like a malformed one (exit 2)."""
+    return LocattrError(
+        f"unknown component {key}: no such layer or index in this database "
+        "(see `locattr query components`)"
+    )
+
+
 @query_app.command("stats")
 def query_stats(
     key: Annotated[str, typer.Argument(help="Component key 'layer:index'.")],
@@ -119,8 +212,7 @@ def query_stats(
     with _open(db) as database:
         stats = database.get_component_stats(key, top_k=top)
     if stats is None:
-        console.print(f"unknown component {key}: no such layer or index in this database")
-        raise typer.Exit(1)
+        raise _unknown_component(key)
     table = Table(title=f"component {stats.key}", show_header=False)
     table.add_row("prompts where it fires", str(stats.prompt_count))
     table.add_row("mean of max CI", f"{stats.mean_max_ci:.4f}")
@@ -140,7 +232,7 @@ def query_components(
     with _open(db) as database:
         rows = database.list_components(layer=layer, limit=limit)
         total = database.get_prompt_count()
-    table = Table(title=f"most frequent components ({total} prompts)")
+    table = Table(title=f"most frequent components ({plural(total, 'prompt')})")
     for column in ("component", "prompts", "share", "mean max CI", "max CI"):
         table.add_column(column, justify="left" if column == "component" else "right")
     for row in rows:
@@ -161,32 +253,51 @@ def query_prompt(
     db: DbOption,
     edges: Annotated[int, typer.Option(help="How many of the strongest edges to list.")] = 10,
 ) -> None:
-    """A prompt's tokens and its strongest edges."""
+    """A prompt's tokens and its strongest edges, each end as `layer:component @position token`."""
     with _open(db) as database:
         info = database.get_prompt(prompt_id)
         graph = database.get_graph(prompt_id) if info is not None else None
+        vocabulary = database.get_vocabulary() if info is not None else None
     if info is None:
-        console.print(f"no prompt {prompt_id} in this database")
-        raise typer.Exit(1)
+        raise LocattrError(f"no prompt {prompt_id} in this database")
     console.print(
-        f"prompt {info.id} ({info.identity}): {len(info.tokens)} tokens, "
-        f"{info.n_nodes} nodes, {info.n_edges} edges"
+        f"prompt {info.id} ({info.identity}): {plural(len(info.tokens), 'token')}, "
+        f"{plural(info.n_nodes, 'node')}, {plural(info.n_edges, 'edge')}"
     )
+    console.print(f"text: {''.join(info.tokens)!r}")
     console.print(" ".join(f"[{i}]{token}" for i, token in enumerate(info.tokens)))
     if graph is None or graph.n_edges == 0:
         return
-    table = Table(title=f"strongest {min(edges, graph.n_edges)} edges")
+    shown = min(edges, graph.n_edges)
+    table = Table(title="the strongest edge" if shown == 1 else f"the {shown} strongest edges")
     for column in ("source", "target", "value"):
         table.add_column(column, justify="right" if column == "value" else "left")
     arrays = graph.edge_arrays()
     order = abs(graph.edge_value).argsort()[::-1][:edges]
     for j in order.tolist():
-        table.add_row(
-            f"{arrays['source_layer'][j]}:{arrays['source_pos'][j]}:{arrays['source_component'][j]}",
-            f"{arrays['target_layer'][j]}:{arrays['target_pos'][j]}:{arrays['target_component'][j]}",
-            f"{graph.edge_value[j]:+.5f}",
-        )
+        ends = [
+            _node_label(
+                str(arrays[f"{end}_layer"][j]),
+                int(arrays[f"{end}_pos"][j]),
+                int(arrays[f"{end}_component"][j]),
+                info.tokens,
+                vocabulary,
+            )
+            for end in ("source", "target")
+        ]
+        table.add_row(*ends, f"{graph.edge_value[j]:+.5f}")
     console.print(table)
+
+
+def _node_label(
+    layer: str, pos: int, component: int, tokens: list[str], vocabulary: list[str] | None
+) -> str:
+    """`h.0.mlp.c_fc:12 @5 ' cat'`: the component key, the position and the token there; an
+    output node shows the token it predicts (its component is that token's id)."""
+    if layer == OUTPUT_LAYER:
+        predicted = vocabulary[component] if vocabulary and component < len(vocabulary) else None
+        return f"{layer}:{component} @{pos}" + (f" -> {predicted!r}" if predicted else "")
+    return f"{layer}:{component} @{pos} {tokens[pos]!r}"
 
 
 @app.command("merge")
@@ -199,9 +310,9 @@ def merge(
         for source in inputs:
             with LocalAttrDB(source, readonly=True) as other:
                 added = into.merge_from(other)
-            console.print(f"{source}: {added} prompts added")
+            console.print(f"{source}: {plural(added, 'prompt')} added")
         into.build_postings()
-        console.print(f"{into.target.display}: {into.get_prompt_count()} prompts")
+        console.print(f"{into.target.display}: {plural(into.get_prompt_count(), 'prompt')}")
 
 
 @app.command("serve")
@@ -237,7 +348,7 @@ def demo(
     with progress_display("building the demo database") as show:
         result = generate(options, show)
     if result.added:
-        console.print(f"{db}: {result.added} prompts added")
+        console.print(f"{db}: {plural(result.added, 'prompt')} added")
     _serve(db, host=host, port=port, cors=[])
 
 
@@ -259,14 +370,32 @@ def _serve(db: str, *, host: str, port: int, cors: list[str]) -> None:
 
     LocalAttrDB(db, readonly=True).close()  # refuse to start on a bad database, clearly
     application = create_app(Settings(db=db, cors_origins=cors))
-    console.print(f"serving {resolve_target(db).display} on http://{host}:{port}")
-    uvicorn.run(
+    config = uvicorn.Config(
         application,
         host=host,
         port=port,
         log_level="warning",
         h11_max_incomplete_event_size=H11_MAX_REQUEST_BYTES,
     )
+    listening = _bound_socket(host, port)  # before the "serving" line, which must be true
+    console.print(f"serving {resolve_target(db).display} on http://{host}:{port}")
+    uvicorn.Server(config).run(sockets=[listening])
+
+
+def _bound_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to (host, port) as uvicorn binds one, or one line saying why not."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise LocattrError(
+            f"cannot listen on {host}:{port}: {error.strerror or error} (another server may be "
+            "using the port: stop it or pass --port)"
+        ) from None
+    return sock
 
 
 def main() -> None:

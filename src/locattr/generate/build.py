@@ -10,7 +10,8 @@ import hashlib
 import platform
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,19 +37,22 @@ from locattr.generate.workers import (
     stores_inputs,
     worker_devices,
 )
-from locattr.storage import LocalAttrDB
+from locattr.storage import LocalAttrDB, resolve_target
+from locattr.storage.engine import DatabaseTarget
 from locattr.storage.provenance import first_difference
 
 
 @dataclass
 class Progress:
-    """A snapshot for progress displays: this shard's prompts stored so far, of `total`."""
+    """A snapshot for progress displays: this shard's prompts stored so far, of `total`; while
+    the activation contexts are computed (before any prompt), `contexts` = (windows done, of)."""
 
     total: int
     done: int
     started_at: float = field(default_factory=time.monotonic)
     added: int = 0
     workers: dict[int, str] = field(default_factory=dict)
+    contexts: tuple[int, int] | None = None
 
     @property
     def rate(self) -> float:
@@ -81,6 +85,8 @@ class GenerateResult:
     wall_s: float
     contexts_s: float
     reports: list[WorkerReport]
+    per_worker: list[int]
+    """Prompts each worker added, in worker order (zeros when nothing was left to do)."""
 
     @property
     def db_wait_share(self) -> float:
@@ -110,7 +116,17 @@ def generate(
 
     Checks everything it can (devices, model, prompts, output) before any compute; the
     database's provenance must match (same run, config and thresholds) or the call is refused.
+    A SQLite file this call creates is removed again when the call fails (or is interrupted)
+    before it stored a prompt or the activation contexts, so a failure leaves no empty database
+    behind; an existing database is never removed.
     """
+    with _removed_if_left_empty(resolve_target(options.output)):
+        return _generate(options, progress)
+
+
+def _generate(
+    options: GenerateOptions, progress: Callable[[Progress], None] | None
+) -> GenerateResult:
     started = time.monotonic()
     devices = worker_devices(options)
     LocalAttrDB(options.output).close()  # an unusable output fails now, not after loading
@@ -118,20 +134,30 @@ def generate(
     run = load_run(model_path, devices[0])
     plan = plan_prompts(options, run)
     mine = [p for p in plan.prompts if options.shard.owns(p.index)]
+
+    def show(state: Progress) -> None:
+        if progress is not None:
+            progress(state)
+
     with LocalAttrDB(options.output) as db:
         _check_provenance(db, provenance(options, run, plan))
         db.register_layers({p: run.model.components(p).C for p in run.model.module_paths})
         stored = db.existing_identities([p.identity for p in mine])
-        contexts_s = _ensure_contexts(db, run, plan, options)
+        todo = [p for p in mine if p.identity not in stored]
+        state = Progress(total=len(mine), done=len(mine) - len(todo))
+
+        def on_windows(done: int, total: int) -> None:
+            state.contexts = (done, total)
+            show(state)
+
+        contexts_s = _ensure_contexts(db, run, plan, options, on_windows)
         if run.tokenizer is not None and db.get_vocabulary() is None:
             db.set_vocabulary(TokenText(run.tokenizer).vocabulary(vocab_size(run)))
-    todo = [p for p in mine if p.identity not in stored]
-    state = Progress(total=len(mine), done=len(mine) - len(todo))
+    state.contexts, state.started_at = None, time.monotonic()
 
     def on_event(event: Event) -> None:
         state.apply(event)
-        if progress is not None:
-            progress(state)
+        show(state)
 
     reports: list[WorkerReport] = []
     if todo and len(devices) == 1:
@@ -150,17 +176,50 @@ def generate(
         wall_s=time.monotonic() - started,
         contexts_s=contexts_s,
         reports=reports,
+        per_worker=[r.added for r in reports] if reports else [0] * len(devices),
     )
 
 
+@contextmanager
+def _removed_if_left_empty(target: DatabaseTarget) -> Iterator[None]:
+    """Remove the SQLite file (and its -wal, -shm, -journal) that the block creates, if the
+    block raises while the file holds neither prompts nor activation contexts: there is nothing
+    in it to resume from, and an empty database would pass for a finished one."""
+    path = target.sqlite_path
+    if path is None or path.exists():
+        yield
+        return
+    try:
+        yield
+    except BaseException:
+        if path.exists() and _holds_nothing(path):
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        raise
+
+
+def _holds_nothing(path: Path) -> bool:
+    with LocalAttrDB(path, readonly=True) as db:
+        return db.get_prompt_count() == 0 and db.get_meta().get("activation_contexts") is None
+
+
 def _ensure_contexts(
-    db: LocalAttrDB, run: LoadedRun, plan: PromptPlan, options: GenerateOptions
+    db: LocalAttrDB,
+    run: LoadedRun,
+    plan: PromptPlan,
+    options: GenerateOptions,
+    on_windows: Callable[[int, int], None],
 ) -> float:
-    """Compute and store the activation contexts unless the database has them; seconds taken."""
+    """Compute and store the activation contexts unless the database has them; seconds taken.
+    `on_windows(done, total)` follows the windows as they are computed."""
     if db.get_meta().get("activation_contexts") is not None or not plan.context_windows:
         return 0.0
     started = time.monotonic()
-    contexts = compute_contexts(run, plan.context_windows)
+    total = len(plan.context_windows)
+    on_windows(0, total)
+    contexts = compute_contexts(
+        run, plan.context_windows, progress=lambda done: on_windows(done, total)
+    )
     db.set_activation_contexts(contexts)
     db.set_meta(
         {

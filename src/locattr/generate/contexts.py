@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -14,24 +14,31 @@ from locattr.generate.text import TokenText
 
 
 def compute_contexts(
-    run: LoadedRun, windows: Sequence[list[int]], *, batch_size: int = 64
+    run: LoadedRun,
+    windows: Sequence[list[int]],
+    *,
+    batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """`{component key: context record}` over `windows`, with token strings for display.
 
     Records carry the original's fields (`subcomponent_idx`, `mean_ci`, `example_tokens`,
     `example_ci`, `example_active_pos`, `example_active_ci`, `pr_tokens`, `pr_recalls`,
     `pr_precisions`, `predicted_tokens`, `predicted_probs`) plus `n_firings` and token ids.
+    `progress(windows done)` is called after each batch.
     """
     if not windows:
         return {}
-    by_layer = activation_contexts(
-        run.model,
-        (
-            torch.tensor(batch, dtype=torch.long)
-            for batch in equal_length_batches(windows, batch_size, len)
-        ),
-        vocab_size=vocab_size(run),
-    )
+
+    def batches() -> Iterator[torch.Tensor]:
+        done = 0
+        for batch in equal_length_batches(windows, batch_size, len):
+            yield torch.tensor(batch, dtype=torch.long)
+            done += len(batch)  # the consumer asks for the next batch once this one is counted
+            if progress is not None:
+                progress(done)
+
+    by_layer = activation_contexts(run.model, batches(), vocab_size=vocab_size(run))
     text = TokenText(run.tokenizer)
     return {
         f"{layer}:{record.component}": _record(text, record)

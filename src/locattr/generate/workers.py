@@ -1,10 +1,13 @@
 """Worker processes: each loads the run once on its device, computes its prompts, writes them.
 
-Prompts are dealt out by prompt index before any worker starts, so no worker reads another's.
+Prompts are dealt out before any worker starts (by position in the list of this shard's prompts
+still to do, so every worker of every shard gets an equal share), so no worker reads another's.
 Every worker writes its own batched transactions through the storage layer (SQLite WAL with
 `BEGIN IMMEDIATE` and a busy timeout serialises them; PostgreSQL takes an advisory lock), so a
 worker that dies loses at most its batch in flight. Workers die with the main process
 (`PR_SET_PDEATHSIG`), so a killed command leaves nothing running that could write later.
+Workers ignore SIGINT: a Ctrl-C reaches the main process, which stops them (their committed
+batches stay; a rerun resumes).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -95,8 +99,10 @@ def worker_devices(options: GenerateOptions) -> list[str]:
 
 
 def deal(prompts: Sequence[Prompt], n_workers: int) -> list[list[Prompt]]:
-    """Worker i gets the prompts whose index is i modulo the worker count."""
-    return [[p for p in prompts if p.index % n_workers == i] for i in range(n_workers)]
+    """Worker i gets every `n_workers`-th prompt of the list from position i: shares differ by
+    at most one prompt. By position, not by prompt index: a shard already holds the indices of
+    one residue modulo the shard count, which a deal modulo the worker count would not spread."""
+    return [list(prompts[i::n_workers]) for i in range(n_workers)]
 
 
 def run_worker(
@@ -116,6 +122,8 @@ def run_worker(
     keep_freed_memory()
     emit(WorkerState(worker, "computing"))
     text = TokenText(run.tokenizer)
+    stall_after = _stall_after()
+    handed = 0
     with LocalAttrDB(options.output) as db:
         writer = _Writer(db, worker, emit)
         writer.start()
@@ -123,10 +131,13 @@ def run_worker(
             for batch in equal_length_batches(
                 prompts, options.batch_size, lambda p: len(p.token_ids)
             ):
+                if stall_after is not None and handed >= stall_after:
+                    _stall()
                 t0 = time.perf_counter()
                 records = prompt_records(run, text, batch, options)
                 compute_s += time.perf_counter() - t0
                 writer.put(records)
+                handed += len(records)
         finally:
             writer.finish()
     emit(WorkerState(worker, "done"))
@@ -138,6 +149,23 @@ def run_worker(
         writer.busy_s,
         time.perf_counter() - started,
     )
+
+
+STALL_AFTER_ENV = "LOCATTR_TEST_STALL_AFTER"
+
+
+def _stall_after() -> int | None:
+    """A test hook: with `LOCATTR_TEST_STALL_AFTER=k` each worker hands at most k prompts (and
+    whatever completes its batch) to its writer, then waits until it is interrupted or killed,
+    so a test interrupts a build at a known point instead of racing it. Honoured only under
+    pytest (which sets `PYTEST_CURRENT_TEST`, inherited by the commands a test starts)."""
+    value = os.environ.get(STALL_AFTER_ENV)
+    return int(value) if value and "PYTEST_CURRENT_TEST" in os.environ else None
+
+
+def _stall() -> None:
+    while True:
+        time.sleep(3600)
 
 
 class _Writer(threading.Thread):
@@ -232,8 +260,9 @@ def run_worker_processes(
         )
         for i, (device, share) in enumerate(zip(devices, shares, strict=True))
     ]
-    for process in processes:
-        process.start()
+    with _sigint_ignored():  # inherited: a terminal's Ctrl-C reaches the workers too
+        for process in processes:
+            process.start()
     reports: dict[int, WorkerReport] = {}
     failures: dict[int, str] = {}
     try:
@@ -249,6 +278,10 @@ def run_worker_processes(
                 case WorkerFailed():
                     failures[event.worker] = event.message
             on_event(event)
+    except BaseException:  # Ctrl-C above all: stop the workers now rather than wait for them
+        for process in processes:
+            process.terminate()
+        raise
     finally:
         for process in processes:
             process.join(timeout=5)
@@ -262,6 +295,20 @@ def run_worker_processes(
             "are stored; rerun the same command to finish"
         )
     return [reports[i] for i in sorted(reports)]
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while the block runs (only the main thread may set handlers: elsewhere,
+    as when `generate` runs in a thread of another program, it changes nothing)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _note_silent_deaths(
@@ -284,6 +331,7 @@ def _worker_main(
     parent_pid: int,
     threads: int,
 ) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C
     _die_with_parent(parent_pid, worker)
     torch.set_num_threads(threads)
     try:

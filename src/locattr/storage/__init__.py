@@ -6,6 +6,8 @@ from locattr.storage.engine import DatabaseError, create_async_engine_for, resol
 from locattr.storage.keys import ComponentKey, ComponentKeyError
 from locattr.storage.queries import CursorError, QueryError
 from locattr.storage.records import (
+    Cofiring,
+    CofiringPartner,
     ComponentMatch,
     ComponentStats,
     ComponentSummary,
@@ -18,6 +20,8 @@ from locattr.storage.records import (
 )
 
 __all__ = [
+    "Cofiring",
+    "CofiringPartner",
     "ComponentKey",
     "ComponentKeyError",
     "ComponentMatch",

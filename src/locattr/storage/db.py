@@ -20,7 +20,10 @@ from locattr.storage.engine import (
 )
 from locattr.storage.keys import ComponentKey
 from locattr.storage.merge import merge_databases
+from locattr.storage.queries import Rank
+from locattr.storage.reads import DEFAULT_MIN_COUNT, CofiringOrder
 from locattr.storage.records import (
+    Cofiring,
     ComponentStats,
     ComponentSummary,
     PromptInfo,
@@ -251,14 +254,21 @@ class LocalAttrDB:
         cursor: str | None = None,
         min_ci: float = 0.0,
         same_position: bool = False,
+        exclude: Iterable[str] = (),
+        rank: Rank = "specificity",
     ) -> SearchPage:
-        """Prompts where all (``require_all``) or any of the components fire, best first.
+        """Prompts where all (``require_all``) or any of the components fire and none of the
+        `exclude` components does, best first.
 
-        Ranking: score = sum of each queried component's max CI in the prompt (absent
-        components add 0), descending; ties by prompt id. Keys are de-duplicated; a malformed
-        key raises `ComponentKeyError`; an unknown key matches nothing and is reported in
-        ``unknown_keys``. ``min_ci`` counts a component only in prompts where its max CI
-        reaches it; ``same_position`` keeps prompts where all components fire at one position.
+        Ranking (``rank``, see `locattr.storage.queries.Rank`): ``specificity`` scores a prompt
+        by the sum over the queried components present in it of their CI sum there times
+        ``ln(1 + N / n)`` (N prompts in the database, n the prompts where the component fires);
+        ``max_ci`` by the sum of their max CI there. Descending; ties by prompt id. Keys are
+        de-duplicated; a malformed key raises `ComponentKeyError`, a key both queried and
+        excluded `QueryError`; an unknown key matches (or excludes) nothing and is reported in
+        ``unknown_keys``. ``min_ci`` counts a component, queried or excluded, only in prompts
+        where its max CI reaches it; ``same_position`` keeps prompts where all components fire
+        at one position.
         """
         with self.engine.connect() as connection:
             return reads.search(
@@ -270,6 +280,24 @@ class LocalAttrDB:
                 cursor=cursor,
                 min_ci=min_ci,
                 same_position=same_position,
+                exclude=exclude,
+                rank=rank,
+            )
+
+    def get_cofiring(
+        self,
+        key: str,
+        *,
+        limit: int = 20,
+        min_count: int = DEFAULT_MIN_COUNT,
+        order: CofiringOrder = "lift",
+    ) -> Cofiring | None:
+        """The components firing in the same prompts as `key`, over every stored prompt, with
+        their count, lift and Jaccard index (see `CofiringPartner`), best first by `order`;
+        None if there is no such component."""
+        with self.engine.connect() as connection:
+            return reads.cofiring(
+                connection, self._layers, key, limit=limit, min_count=min_count, order=order
             )
 
     # -- internals -----------------------------------------------------------------------

@@ -21,6 +21,8 @@ class IndexRows:
     layer: NDArray[np.int16]  # index into the graph's `layers`
     component: NDArray[np.int32]
     max_ci: NDArray[np.float32]
+    ci_sum: NDArray[np.float32]
+    """CI summed over the row's positions (its CI mass in the prompt; search ranking)."""
     offsets: NDArray[np.int64]  # n_rows + 1
     positions: NDArray[np.uint16]
 
@@ -56,10 +58,14 @@ def index_rows(graph: Graph, *, decomposed: Collection[str] = ()) -> IndexRows:
     new_group[1:] = (layer[1:] != layer[:-1]) | (component[1:] != component[:-1])
     starts = np.flatnonzero(new_group)
     max_ci = np.maximum.reduceat(ci, starts) if len(starts) else np.zeros(0, np.float32)
+    # Summed in float64 and stored as float32, like max_ci: the packed postings hold float32,
+    # so the index and its packed copy rank with the very same values.
+    ci_sum = np.add.reduceat(ci.astype(np.float64), starts) if len(starts) else np.zeros(0)
     return IndexRows(
         layer=layer[starts],
         component=component[starts],
         max_ci=max_ci.astype(np.float32),
+        ci_sum=ci_sum.astype(np.float32),
         offsets=np.append(starts, len(layer)).astype(np.int64),
         positions=pos.astype(np.uint16),
     )

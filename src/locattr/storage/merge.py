@@ -71,14 +71,14 @@ def merge_databases(into: LocalAttrDB, other: LocalAttrDB, *, batch_size: int) -
             if not rows:
                 return added
             index = source.execute(
-                select(ca.c.prompt_id, ca.c.component_id, ca.c.max_ci, ca.c.positions)
+                select(ca.c.prompt_id, ca.c.component_id, ca.c.max_ci, ca.c.positions, ca.c.ci_sum)
                 .where(ca.c.prompt_id.in_([row[0] for row in rows]))
                 .order_by(ca.c.prompt_id, ca.c.component_id)
             ).all()
         after = rows[-1][0]
-        by_prompt: dict[int, list[tuple[int, float, bytes]]] = {}
-        for prompt_id, component_id, max_ci, positions in index:
-            by_prompt.setdefault(prompt_id, []).append((component_id, max_ci, positions))
+        by_prompt: dict[int, list[tuple[int, float, bytes, float]]] = {}
+        for prompt_id, component_id, max_ci, positions, ci_sum in index:
+            by_prompt.setdefault(prompt_id, []).append((component_id, max_ci, positions, ci_sum))
         prepared = []
         for row in rows:
             entries = by_prompt.get(row[0], [])
@@ -88,6 +88,7 @@ def merge_databases(into: LocalAttrDB, other: LocalAttrDB, *, batch_size: int) -
                     component_ids=remap[np.array([e[0] for e in entries], dtype=np.int64)],
                     max_ci=np.array([e[1] for e in entries], dtype=np.float32),
                     position_blobs=[e[2] for e in entries],
+                    ci_sum=np.array([e[3] for e in entries], dtype=np.float32),
                 )
             )
         with writes.write_transaction(into.engine) as connection:

@@ -19,7 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_REVISION = "0002_component_postings"
+SCHEMA_REVISION = "0003_ci_sum_prompt_postings"
 """The alembic revision these models correspond to (checked against alembic's head in tests)."""
 
 
@@ -97,7 +97,8 @@ class ComponentActivation(Base):
 
     The primary key leads with the component, so one component's prompts are one contiguous
     range (a clustered WITHOUT ROWID table on SQLite). ``positions`` holds the token positions
-    where it fires as little-endian uint16.
+    where it fires as little-endian uint16; ``ci_sum`` its CI summed over those positions (its
+    CI mass in the prompt, what search ranks by).
     """
 
     __tablename__ = "component_activations"
@@ -112,15 +113,16 @@ class ComponentActivation(Base):
     )
     max_ci: Mapped[float] = mapped_column(Float)
     positions: Mapped[bytes] = mapped_column(LargeBinary)
+    ci_sum: Mapped[float] = mapped_column(Float)
 
 
 class ComponentPosting(Base):
     """The inverted index packed per component, for fast search (see `storage.postings`).
 
     Covers the index rows with ``prompt_id <= through_prompt_id``: the prompt ids (ascending,
-    little-endian int32) and the matching max CIs (little-endian float32). Rows added after the
-    last build are read from `component_activations`, so the packed copy is never wrong, only
-    less complete.
+    little-endian int32) and the matching max CIs and CI sums (little-endian float32). Rows
+    added after the last build are read from `component_activations`, so the packed copy is
+    never wrong, only less complete.
     """
 
     __tablename__ = "component_postings"
@@ -129,6 +131,23 @@ class ComponentPosting(Base):
     through_prompt_id: Mapped[int] = mapped_column(Integer)
     prompt_ids: Mapped[bytes] = mapped_column(LargeBinary)
     max_ci: Mapped[bytes] = mapped_column(LargeBinary)
+    ci_sum: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class PromptPosting(Base):
+    """The inverted index transposed and packed per prompt: the ids of the components firing in
+    it (ascending, little-endian int32), for co-firing counts (see `storage.postings`).
+
+    Built with the component postings. A prompt is never changed once stored, so a row is
+    complete once written; prompts without a row are read from `component_activations`.
+    """
+
+    __tablename__ = "prompt_postings"
+
+    prompt_id: Mapped[int] = mapped_column(
+        ForeignKey("prompts.id", ondelete="CASCADE"), primary_key=True
+    )
+    component_ids: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 meta_table = Base.metadata.tables["meta"]
@@ -138,3 +157,4 @@ activation_contexts_table = Base.metadata.tables["activation_contexts"]
 prompts_table = Base.metadata.tables["prompts"]
 component_activations_table = Base.metadata.tables["component_activations"]
 component_postings_table = Base.metadata.tables["component_postings"]
+prompt_postings_table = Base.metadata.tables["prompt_postings"]

@@ -1,4 +1,4 @@
-"""Packed postings: the inverted index as one (prompt ids, max CI) array pair per component.
+"""Packed postings: the inverted index as arrays per component, and transposed per prompt.
 
 A SQL GROUP BY over the index costs about a microsecond per index row, which for components
 firing in half of 20,000 prompts is tens of milliseconds per search. Intersecting packed,
@@ -6,14 +6,20 @@ sorted arrays with numpy costs a few. Postings are rebuilt in one pass after a b
 (`LocalAttrDB.build_postings`, which `locattr-generate` and `locattr merge` call); index rows
 written afterwards (prompt ids above the postings' watermark) are read from the index itself,
 so searches are always complete.
+
+Per component (`component_postings`): ascending prompt ids with the max CI and the CI sum in
+each, for search. Per prompt (`prompt_postings`): the components firing in it, for co-firing,
+which counts partners over a component's prompts (`cofiring_counts`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import orjson
 from numpy.typing import NDArray
 from sqlalchemy import Connection, delete, func, insert, select
 
@@ -21,24 +27,48 @@ from locattr.storage import queries
 from locattr.storage.models import component_activations_table as ca
 from locattr.storage.models import component_postings_table as cp
 from locattr.storage.models import components_table
+from locattr.storage.models import prompt_postings_table as pp
 
 _FETCH_ROWS = 100_000
 _COMPONENTS_PER_BLOCK = 2048
+_PROMPTS_PER_BLOCK = 512
+_COUNT_CHUNK = 1 << 18
+"""Ids counted per `np.bincount` call: a chunk's intp copy stays in cache (2x faster at 10M)."""
 
 
 @dataclass(frozen=True)
 class Posting:
-    """Where one component fires: ascending prompt ids and its max CI in each."""
+    """Where one component fires: ascending prompt ids, its max CI and its CI sum in each."""
 
     prompt_ids: NDArray[np.int64]
     max_ci: NDArray[np.float64]
+    ci_sum: NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return len(self.prompt_ids)
+
+    def where(self, keep: NDArray[np.bool_]) -> Posting:
+        return Posting(self.prompt_ids[keep], self.max_ci[keep], self.ci_sum[keep])
+
+    def at_least(self, min_ci: float) -> Posting:
+        """The prompts where its max CI reaches `min_ci` (all of them for 0)."""
+        return self.where(self.max_ci >= min_ci) if min_ci > 0 else self
+
+    def values(self, rank: queries.Rank) -> NDArray[np.float64]:
+        """What `rank` sums: the CI sum (specificity) or the max CI."""
+        return self.ci_sum if rank == "specificity" else self.max_ci
+
+
+_EMPTY = Posting(np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
 
 
 def build_postings(connection: Connection) -> int:
-    """Rebuild every component's posting from the index; returns the watermark prompt id.
+    """Rebuild every component's and every prompt's posting from the index; returns the
+    watermark prompt id.
 
-    Call inside a write transaction (so no prompt commits meanwhile). Reads the index once, a
-    block of components at a time, in primary-key order.
+    Call inside a write transaction (so no prompt commits meanwhile). Reads the index twice: a
+    block of components at a time in primary-key order, then a block of prompts at a time
+    through the prompt index.
     """
     through = int(
         connection.execute(select(func.coalesce(func.max(ca.c.prompt_id), 0))).scalar_one()
@@ -64,16 +94,45 @@ def build_postings(connection: Connection) -> int:
                 "through_prompt_id": through,
                 "prompt_ids": posting.prompt_ids.astype("<i4").tobytes(),
                 "max_ci": posting.max_ci.astype("<f4").tobytes(),
+                "ci_sum": posting.ci_sum.astype("<f4").tobytes(),
             }
             for component_id, posting in _split_by_component(rows)
         ]
         if entries:
             connection.execute(insert(cp), entries)
+    _build_prompt_postings(connection, through)
     return through
 
 
+def _build_prompt_postings(connection: Connection, through: int) -> None:
+    connection.execute(delete(pp))
+    for first in range(0, through, _PROMPTS_PER_BLOCK):
+        last = min(first + _PROMPTS_PER_BLOCK, through)
+        rows = _fetch_ints(
+            connection,
+            "SELECT prompt_id, component_id FROM component_activations "
+            f"WHERE prompt_id > {first} AND prompt_id <= {last} ORDER BY prompt_id, component_id",
+            columns=2,
+        )
+        if not len(rows):
+            continue
+        starts = np.flatnonzero(np.diff(rows[:, 0], prepend=-1) != 0)
+        ends = [*starts[1:].tolist(), len(rows)]
+        connection.execute(
+            insert(pp),
+            [
+                {
+                    "prompt_id": int(rows[begin, 0]),
+                    "component_ids": rows[begin:end, 1].astype("<i4").tobytes(),
+                }
+                for begin, end in zip(starts.tolist(), ends, strict=True)
+            ],
+        )
+
+
 def _fetch_index_rows(connection: Connection, condition: str) -> NDArray[np.float64]:
-    """(component_id, prompt_id, max_ci) rows matching `condition`, in primary-key order.
+    """(component_id, prompt_id, max_ci, ci_sum) rows matching `condition`, in primary-key
+    order.
 
     Goes through the DBAPI cursor: building numpy arrays from SQLAlchemy rows costs ~20x more.
     `condition` is built from integers only.
@@ -81,7 +140,7 @@ def _fetch_index_rows(connection: Connection, condition: str) -> NDArray[np.floa
     cursor = connection.connection.cursor()
     try:
         cursor.execute(
-            "SELECT component_id, prompt_id, max_ci FROM component_activations "
+            "SELECT component_id, prompt_id, max_ci, ci_sum FROM component_activations "
             f"WHERE {condition} ORDER BY component_id, prompt_id"
         )
         blocks = []
@@ -89,7 +148,29 @@ def _fetch_index_rows(connection: Connection, condition: str) -> NDArray[np.floa
             blocks.append(np.array(batch, dtype=np.float64))
     finally:
         cursor.close()
-    return np.concatenate(blocks) if blocks else np.zeros((0, 3))
+    return np.concatenate(blocks) if blocks else np.zeros((0, 4))
+
+
+def _fetch_ints(connection: Connection, sql: str, *, columns: int) -> NDArray[np.int64]:
+    """The integer rows of `sql` (built from integers only) as an array, through the DBAPI."""
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(sql)
+        blocks = []
+        while batch := cursor.fetchmany(_FETCH_ROWS):
+            blocks.append(np.array(batch, dtype=np.int64).reshape(len(batch), columns))
+    finally:
+        cursor.close()
+    return np.concatenate(blocks) if blocks else np.zeros((0, columns), np.int64)
+
+
+def _fetch_all(connection: Connection, sql: str) -> list[tuple[Any, ...]]:
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(sql)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
 
 
 def _split_by_component(rows: NDArray[np.float64]) -> Iterator[tuple[int, Posting]]:
@@ -97,43 +178,50 @@ def _split_by_component(rows: NDArray[np.float64]) -> Iterator[tuple[int, Postin
         return
     starts = np.flatnonzero(np.diff(rows[:, 0], prepend=-1.0) != 0)
     for begin, end in zip(starts, [*starts[1:], len(rows)], strict=True):
-        yield int(rows[begin, 0]), Posting(rows[begin:end, 1].astype(np.int64), rows[begin:end, 2])
+        block = rows[begin:end]
+        yield int(block[0, 0]), Posting(block[:, 1].astype(np.int64), block[:, 2], block[:, 3])
 
 
-def read_postings(connection: Connection, component_ids: tuple[int, ...]) -> dict[int, Posting]:
+def read_postings(connection: Connection, component_ids: Sequence[int]) -> dict[int, Posting]:
     """Each component's complete posting: the packed part plus index rows added since."""
+    if not component_ids:
+        return {}
     listed = ",".join(str(int(c)) for c in component_ids)
     # Plain SQL with the ids inline: SQLAlchemy's statement compilation cost more than the read.
     stored = connection.exec_driver_sql(
-        "SELECT component_id, through_prompt_id, prompt_ids, max_ci FROM component_postings "
-        f"WHERE component_id IN ({listed})"
+        "SELECT component_id, through_prompt_id, prompt_ids, max_ci, ci_sum "
+        f"FROM component_postings WHERE component_id IN ({listed})"
     ).all()
-    through = min((row[1] for row in stored), default=0) if len(stored) == len(component_ids) else 0
+    n_asked = len(set(component_ids))
+    through = min((row[1] for row in stored), default=0) if len(stored) == n_asked else 0
     packed = {
         component_id: Posting(
             np.frombuffer(ids, dtype="<i4").astype(np.int64),
-            np.frombuffer(cis, dtype="<f4").astype(np.float64),
+            np.frombuffer(max_ci, dtype="<f4").astype(np.float64),
+            np.frombuffer(ci_sum, dtype="<f4").astype(np.float64),
         )
-        for component_id, watermark, ids, cis in stored
+        for component_id, watermark, ids, max_ci, ci_sum in stored
         if watermark == through
     }
     tail = _fetch_index_rows(connection, f"component_id IN ({listed}) AND prompt_id > {through}")
     recent = dict(_split_by_component(tail))
-    empty = Posting(np.zeros(0, np.int64), np.zeros(0, np.float64))
-    return {c: _concat(packed.get(c, empty), recent.get(c, empty)) for c in component_ids}
+    return {c: _concat(packed.get(c, _EMPTY), recent.get(c, _EMPTY)) for c in component_ids}
 
 
 def _concat(a: Posting, b: Posting) -> Posting:
-    if not len(b.prompt_ids):
+    if not len(b):
         return a
     return Posting(
-        np.concatenate([a.prompt_ids, b.prompt_ids]), np.concatenate([a.max_ci, b.max_ci])
+        np.concatenate([a.prompt_ids, b.prompt_ids]),
+        np.concatenate([a.max_ci, b.max_ci]),
+        np.concatenate([a.ci_sum, b.ci_sum]),
     )
 
 
 def rank(
     postings: Mapping[int, Posting],
     spec: queries.MatchSpec,
+    scoring: queries.Scoring,
     *,
     limit: int,
     after: queries.SearchCursor | None,
@@ -141,21 +229,25 @@ def rank(
     """The page after `after` of matching prompts by (score desc, id), and the total count.
 
     Same matches and scores as `queries.search_prompts`; returns up to ``limit + 1`` rows.
+    `postings` holds every component of `spec`, excluded ones included.
     """
-    lists = []
-    for component_id in spec.component_ids:
-        posting = postings[component_id]
-        if spec.min_ci > 0:
-            keep = posting.max_ci >= spec.min_ci
-            posting = Posting(posting.prompt_ids[keep], posting.max_ci[keep])
-        lists.append(posting)
+    lists = [postings[c].at_least(spec.min_ci) for c in spec.component_ids]
+    weights = scoring.weights
     if spec.require_all:
-        prompt_ids, scores = _intersect(lists)
+        prompt_ids, scores = _intersect(lists, weights, scoring.rank)
     else:
         ids = np.concatenate([p.prompt_ids for p in lists])
         prompt_ids, inverse = np.unique(ids, return_inverse=True)
-        ci = np.concatenate([p.max_ci for p in lists])
-        scores = np.bincount(inverse, weights=ci, minlength=len(prompt_ids))
+        values = np.concatenate(
+            [p.values(scoring.rank) * w for p, w in zip(lists, weights, strict=True)]
+        )
+        scores = np.bincount(inverse, weights=values, minlength=len(prompt_ids))
+    if spec.excluded_ids:
+        excluded = np.concatenate(
+            [postings[c].at_least(spec.min_ci).prompt_ids for c in spec.excluded_ids]
+        )
+        keep = ~np.isin(prompt_ids, excluded)
+        prompt_ids, scores = prompt_ids[keep], scores[keep]
     total = len(prompt_ids)
     if after is not None:
         later = (scores < after.score) | ((scores == after.score) & (prompt_ids > after.prompt_id))
@@ -169,24 +261,122 @@ def rank(
     return list(zip(prompt_ids[order].tolist(), scores[order].tolist(), strict=True)), total
 
 
-def _intersect(lists: list[Posting]) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-    """Prompts in every posting (ascending) and their summed max CI, in posting order.
+def _intersect(
+    lists: list[Posting], weights: Sequence[float], rank_by: queries.Rank
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Prompts in every posting (ascending) and their scores, summed in query order.
 
     Binary searches from the shortest posting: a few microseconds per thousand of its prompts,
     however frequent the other components are.
     """
-    prompt_ids = min(lists, key=lambda p: len(p.prompt_ids)).prompt_ids
+    prompt_ids = min(lists, key=len).prompt_ids
     for posting in lists:
         prompt_ids = prompt_ids[_positions(posting, prompt_ids) >= 0]
     scores = np.zeros(len(prompt_ids))
-    for posting in lists:  # in query order, so a score does not depend on posting lengths
-        scores += posting.max_ci[_positions(posting, prompt_ids)]
+    # In query order, as the `np.bincount` of mode "any" adds them: a score does not depend on
+    # posting lengths, nor on the mode that found the prompt.
+    for posting, weight in zip(lists, weights, strict=True):
+        scores += posting.values(rank_by)[_positions(posting, prompt_ids)] * weight
     return prompt_ids, scores
 
 
 def _positions(posting: Posting, prompt_ids: NDArray[np.int64]) -> NDArray[np.intp]:
     """Index of each of `prompt_ids` in the posting's sorted ids, -1 where it is absent."""
-    if not len(posting.prompt_ids):
+    if not len(posting):
         return np.full(len(prompt_ids), -1, dtype=np.intp)
-    where = np.minimum(np.searchsorted(posting.prompt_ids, prompt_ids), len(posting.prompt_ids) - 1)
+    where = np.minimum(np.searchsorted(posting.prompt_ids, prompt_ids), len(posting) - 1)
     return np.where(posting.prompt_ids[where] == prompt_ids, where, -1)
+
+
+@dataclass(frozen=True)
+class PromptCounts:
+    """The number of prompts, and in how many each component fires (by component id)."""
+
+    n_prompts: int
+    by_component: NDArray[np.int64]
+
+
+def read_prompt_counts(connection: Connection) -> PromptCounts:
+    """Every component's prompt count, from one statement (one row, not one per component)."""
+    n_prompts, size, ids, counts = _fetch_all(
+        connection, queries.prompt_counts(connection.dialect.name)
+    )[0]
+    if isinstance(ids, str):  # SQLite's JSON arrays (PostgreSQL's arrays arrive as lists)
+        ids, counts = orjson.loads(ids), orjson.loads(counts)
+    by_component = np.zeros(int(size), np.int64)
+    by_component[np.asarray(ids or [], dtype=np.int64)] = counts or []
+    return PromptCounts(int(n_prompts), by_component)
+
+
+def cofiring_counts(
+    connection: Connection, component_id: int, counts: PromptCounts
+) -> NDArray[np.int64]:
+    """By component id, the number of prompts where it fires together with `component_id` (0
+    for `component_id` itself); `counts` are the database's current prompt counts.
+
+    Reads the component's posting, then the packed component lists of its prompts and counts
+    them with numpy (work proportional to its prompts times the components per prompt). When
+    it fires in more than half of the prompts, the lists of the other prompts are read instead:
+    together = prompt count - prompts without it.
+    """
+    size = len(counts.by_component)
+    mine = read_postings(connection, [component_id])[component_id].prompt_ids
+    if 2 * len(mine) <= counts.n_prompts:
+        together = _count(_components_in(connection, mine), size)
+    else:
+        together = counts.by_component - _count(_components_outside(connection, mine), size)
+    together[component_id] = 0
+    return together
+
+
+def _components_in(connection: Connection, prompt_ids: NDArray[np.int64]) -> NDArray[np.int32]:
+    """The ids of the components firing in each of the prompts, concatenated."""
+    if not len(prompt_ids):
+        return np.zeros(0, np.int32)
+    listed = ",".join(map(str, prompt_ids.tolist()))
+    rows = _fetch_all(
+        connection,
+        f"SELECT prompt_id, component_ids FROM prompt_postings WHERE prompt_id IN ({listed})",
+    )
+    missing = np.setdiff1d(prompt_ids, np.array([row[0] for row in rows], dtype=np.int64))
+    packed = np.frombuffer(b"".join(row[1] for row in rows), dtype="<i4")
+    if not len(missing):
+        return packed
+    recent = _fetch_ints(
+        connection,
+        "SELECT component_id FROM component_activations WHERE prompt_id IN "
+        f"({','.join(map(str, missing.tolist()))})",
+        columns=1,
+    )
+    return np.concatenate([packed, recent[:, 0].astype(np.int32)])
+
+
+def _components_outside(connection: Connection, prompt_ids: NDArray[np.int64]) -> NDArray[np.int32]:
+    """The ids of the components firing in each prompt not among `prompt_ids`, concatenated.
+
+    Every prompt up to the packed watermark that has index rows has a packed row (they are
+    built in one transaction), so later prompts are the only ones read from the index.
+    """
+    listed = ",".join(map(str, prompt_ids.tolist())) or "-1"
+    watermark = int(
+        connection.execute(select(func.coalesce(func.max(pp.c.prompt_id), 0))).scalar_one()
+    )
+    rows = _fetch_all(
+        connection,
+        f"SELECT component_ids FROM prompt_postings WHERE prompt_id NOT IN ({listed})",
+    )
+    packed = np.frombuffer(b"".join(row[0] for row in rows), dtype="<i4")
+    recent = _fetch_ints(
+        connection,
+        "SELECT component_id FROM component_activations "
+        f"WHERE prompt_id > {watermark} AND prompt_id NOT IN ({listed})",
+        columns=1,
+    )
+    return np.concatenate([packed, recent[:, 0].astype(np.int32)])
+
+
+def _count(ids: NDArray[np.int32], size: int) -> NDArray[np.int64]:
+    counts = np.zeros(size, np.int64)
+    for start in range(0, len(ids), _COUNT_CHUNK):
+        counts += np.bincount(ids[start : start + _COUNT_CHUNK], minlength=size)
+    return counts

@@ -6,15 +6,14 @@ A request is answered with one or two statements, never one per row.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
+import numbers
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias, get_args
 
-import orjson
-from sqlalchemy import JSON, ColumnElement, Integer, Select, and_, func, or_, select
+from sqlalchemy import JSON, ColumnElement, Integer, Select, and_, case, func, or_, select
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 
 from locattr.errors import LocattrError
@@ -32,6 +31,17 @@ AnySelect: TypeAlias = Select[*tuple[Any, ...]]
 MAX_PAGE_SIZE = 1000
 MAX_IN_IDS = 20_000
 
+Rank: TypeAlias = Literal["specificity", "max_ci"]
+"""How search scores a matching prompt: the sum over the queried components that fire in it of
+
+- ``specificity`` (the default): CI mass × idf, that is the component's CI summed over the
+  positions where it fires in the prompt, times ``ln(1 + N / n)`` with N the number of prompts
+  in the database and n the number where the component fires. Grows with how much and how
+  widely a component fires (no ceiling at CI 1), and weighs rare components above common ones;
+- ``max_ci``: its largest CI in the prompt (at most 1 per component).
+"""
+RANKS: tuple[Rank, ...] = get_args(Rank)
+
 
 class QueryError(LocattrError, ValueError):
     """A query argument out of range (limit, empty key list, ...)."""
@@ -41,41 +51,84 @@ class CursorError(QueryError):
     """A pagination cursor that this database did not hand out."""
 
 
+_INT = "(?:[0-9]{1,18}|[1-8][0-9]{18})"
+"""A cursor's integer (an id or a count): below 9e18, under 2**63, so any binds as a bound."""
+_NUMBER = "-?[0-9]{1,20}(?:[.][0-9]{1,20})?(?:e[-+]?[0-9]{1,3})?"
+"""A cursor's number: an integer, or a float as `repr` writes it."""
+_CURSOR = re.compile(f"([a-z])((?:_{_NUMBER})+)")
+
+
+def cursor_pattern(tags: str, *values: str) -> str:
+    """The regular expression of the cursors with one of the letters `tags` and one value of each
+    pattern in `values`, or empty (the first page): what the API declares, so that any cursor
+    matching it is accepted."""
+    return f"^(?:[{tags}]" + "".join(f"_{value}" for value in values) + ")?$"
+
+
 def encode_cursor(tag: str, *values: float | int) -> str:
-    """An opaque page cursor: base64url of a tagged JSON list."""
-    return base64.urlsafe_b64encode(orjson.dumps([tag, *values])).decode().rstrip("=")
+    """An opaque page cursor: a letter naming the list, then its values (`i_42`, `s_0.5_17`).
+
+    Plain text rather than base64, so a regular expression says which cursors are well formed.
+    """
+    text = tag + "".join(f"_{_cursor_text(value)}" for value in values)
+    assert _CURSOR.fullmatch(text), text  # a float cursor value is finite
+    return text
 
 
-def decode_cursor(tag: str, cursor: str) -> list[Any]:
-    """The values of a cursor made by `encode_cursor` with the same tag."""
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        decoded = orjson.loads(base64.urlsafe_b64decode(padded))
-        assert isinstance(decoded, list) and decoded and decoded[0] == tag
-        assert all(isinstance(v, int | float) and not isinstance(v, bool) for v in decoded[1:])
-    except (binascii.Error, orjson.JSONDecodeError, ValueError, AssertionError) as error:
+def _cursor_text(value: float | int) -> str:
+    # numpy scalars too: np.int64 is an Integral, np.float64 a float with a longer repr
+    return str(int(value)) if isinstance(value, numbers.Integral) else repr(float(value))
+
+
+def decode_cursor(tag: str, cursor: str) -> list[int | float]:
+    """The values of a cursor made by `encode_cursor` with the same tag (ints stay ints)."""
+    found = _CURSOR.fullmatch(cursor)
+    values = [_cursor_value(text) for text in found[2][1:].split("_")] if found else []
+    if not found or found[1] != tag:
         raise CursorError(
             f"invalid cursor {cursor!r}: pass back the next_cursor of a previous page"
-        ) from error
-    return decoded[1:]
+        )
+    return values
+
+
+def _cursor_value(text: str) -> int | float:
+    """An int where `_INT` matches; otherwise a float, which no id check accepts (an integer of
+    more digits could not be bound as a database id)."""
+    return int(text) if re.fullmatch(f"-?{_INT}", text) else float(text)
+
+
+_CURSOR_TAGS: dict[Rank, str] = {"max_ci": "s", "specificity": "r"}
 
 
 @dataclass(frozen=True)
 class SearchCursor:
-    """Position after the last hit of a page: hits are ordered by (score desc, prompt id)."""
+    """Position after the last hit of a page: hits are ordered by (score desc, prompt id).
+
+    The cursor names its ranking: a page of one ranking cannot continue another's.
+    """
 
     score: float
     prompt_id: int
 
-    def encode(self) -> str:
-        return encode_cursor("s", self.score, self.prompt_id)
+    def encode(self, rank: Rank) -> str:
+        return encode_cursor(_CURSOR_TAGS[rank], self.score, self.prompt_id)
 
     @classmethod
-    def decode(cls, cursor: str) -> SearchCursor:
-        values = decode_cursor("s", cursor)
+    def decode(cls, cursor: str, rank: Rank) -> SearchCursor:
+        values = decode_cursor(_CURSOR_TAGS[rank], cursor)
         if len(values) != 2 or not isinstance(values[1], int):
             raise CursorError(f"invalid cursor {cursor!r}: not a search cursor")
         return cls(float(values[0]), values[1])
+
+
+ID_CURSOR_PATTERN = cursor_pattern("i", _INT)
+SEARCH_CURSOR_PATTERN = cursor_pattern("".join(_CURSOR_TAGS.values()), _NUMBER, _INT)
+"""Search cursors of every ranking (a cursor of another ranking than the request's is refused)."""
+ComponentSort: TypeAlias = Literal["prompt_count", "mean_ci", "max_ci"]
+COMPONENT_SORT_TAGS: dict[str, str] = {"prompt_count": "c", "mean_ci": "m", "max_ci": "x"}
+"""Each component-list order's cursor tag, so a cursor of one order is refused under another."""
+COMPONENT_CURSOR_PATTERN = cursor_pattern("".join(COMPONENT_SORT_TAGS.values()), _NUMBER, _INT)
+"""Cursors of the component list: (sort value, component id) of the previous page's last."""
 
 
 def encode_id_cursor(last_id: int) -> str:
@@ -101,11 +154,13 @@ def check_limit(limit: int) -> int:
 
 @dataclass(frozen=True)
 class MatchSpec:
-    """Which prompts match: the components fire in all (or any) of them with max CI >= min_ci."""
+    """Which prompts match: the components fire in all (or any) of them with max CI >= min_ci,
+    and none of the excluded components fires in them with max CI >= min_ci."""
 
     component_ids: tuple[int, ...]
     require_all: bool
     min_ci: float = 0.0
+    excluded_ids: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.min_ci):  # it is written into SQL text (`page_matches`)
@@ -116,29 +171,99 @@ class MatchSpec:
         statement = select(ca).where(ca.c.component_id.in_(self.component_ids))
         return statement.where(ca.c.max_ci >= self.min_ci) if self.min_ci > 0 else statement
 
-    def groups(self) -> AnySelect:
-        """(prompt_id, score) of every matching prompt."""
+    def excluded_prompts(self) -> AnySelect:
+        """The prompts where an excluded component fires (with max CI >= min_ci)."""
+        statement = select(ca.c.prompt_id).where(ca.c.component_id.in_(self.excluded_ids))
+        return statement.where(ca.c.max_ci >= self.min_ci) if self.min_ci > 0 else statement
+
+    def groups(self, scoring: Scoring | None = None) -> AnySelect:
+        """(prompt_id, score) of every matching prompt (score: the sum of max CI without a
+        `scoring`)."""
         rows = self.rows().subquery()
-        grouped = select(rows.c.prompt_id, func.sum(rows.c.max_ci).label("score")).group_by(
+        value = rows.c.max_ci if scoring is None else scoring.term(rows, self.component_ids)
+        grouped = select(rows.c.prompt_id, func.sum(value).label("score")).group_by(
             rows.c.prompt_id
         )
+        if self.excluded_ids:
+            grouped = grouped.where(rows.c.prompt_id.not_in(self.excluded_prompts()))
         if self.require_all:
             grouped = grouped.having(func.count() == len(self.component_ids))
         return grouped
 
 
-def search_prompts(spec: MatchSpec, *, limit: int, after: SearchCursor | None) -> AnySelect:
+@dataclass(frozen=True)
+class Scoring:
+    """How matching prompts are scored: the sum over their matching components of
+    ``weight × value``, the value being the CI sum (``specificity``) or the max CI (``max_ci``).
+
+    `weights` follow the `MatchSpec`'s component ids: each one's `idf` for ``specificity``, 1
+    for ``max_ci``.
+    """
+
+    rank: Rank
+    weights: tuple[float, ...]
+
+    @classmethod
+    def by_max_ci(cls, n_components: int) -> Scoring:
+        return cls("max_ci", (1.0,) * n_components)
+
+    def term(self, rows: Any, component_ids: Sequence[int]) -> ColumnElement[float]:
+        """One index row's contribution to its prompt's score, in SQL."""
+        if self.rank == "max_ci":
+            return rows.c.max_ci
+        weight = case(
+            *(
+                (rows.c.component_id == c, w)
+                for c, w in zip(component_ids, self.weights, strict=True)
+            ),
+            else_=0.0,
+        )
+        return rows.c.ci_sum * weight
+
+
+def idf(n_prompts: int, prompt_count: int) -> float:
+    """A component's weight under ``specificity``: ``ln(1 + N / n)``, never 0 (a component firing
+    in every prompt still separates prompts by its CI mass), ~ln(N / n) for rare components."""
+    return math.log1p(n_prompts / max(prompt_count, 1))
+
+
+def search_weights(component_ids: Sequence[int]) -> str:
+    """(id, prompt_count, prompts in the database) of each component: its idf's inputs.
+    SQL text for ``exec_driver_sql`` (integers inline, as `page_matches`)."""
+    listed = ",".join(str(int(c)) for c in component_ids)
+    return (
+        "SELECT id, prompt_count, (SELECT count(*) FROM prompts) FROM components "
+        f"WHERE id IN ({listed})"
+    )
+
+
+def prompt_counts(dialect: str) -> str:
+    """One row: (prompts in the database, components' id bound = largest id + 1, the ids and
+    the prompt counts of the components that fire) — the two lists in the same order, JSON
+    arrays on SQLite, arrays on PostgreSQL. One row, not one per component: fetching 30,000
+    rows costs more than the co-firing count they serve."""
+    aggregate = "array_agg" if dialect == "postgresql" else "json_group_array"
+    return (
+        "SELECT (SELECT count(*) FROM prompts), "
+        "(SELECT coalesce(max(id), -1) + 1 FROM components), "
+        f"{aggregate}(id), {aggregate}(prompt_count) FROM components WHERE prompt_count > 0"
+    )
+
+
+def search_prompts(
+    spec: MatchSpec, scoring: Scoring, *, limit: int, after: SearchCursor | None
+) -> AnySelect:
     """Matching prompts, best first: (prompt_id, score, total), in plain SQL.
 
     Searches run on `storage.postings` (several times faster on frequent components); this
     formulation is their oracle in the tests and their baseline in the benchmark.
 
-    score = sum of the components' max CI in the prompt; ties go to the lower prompt id;
-    total = number of matching prompts over all pages. Fetches ``limit + 1`` rows so the caller
-    can tell whether another page exists. The matching groups are materialised once and both
-    counted and ranked from there (a window count over them costs twice as much on SQLite).
+    score = see `Scoring` (and `Rank`); ties go to the lower prompt id; total = number of
+    matching prompts over all pages. Fetches ``limit + 1`` rows so the caller can tell whether
+    another page exists. The matching groups are materialised once and both counted and ranked
+    from there (a window count over them costs twice as much on SQLite).
     """
-    matching = spec.groups().cte("matching").prefix_with("MATERIALIZED")
+    matching = spec.groups(scoring).cte("matching").prefix_with("MATERIALIZED")
     total = select(func.count()).select_from(matching).scalar_subquery().label("total")
     statement = select(matching.c.prompt_id, matching.c.score, total)
     if after is not None:
@@ -152,19 +277,21 @@ def search_prompts(spec: MatchSpec, *, limit: int, after: SearchCursor | None) -
 
 
 def matches_in_prompts(spec: MatchSpec) -> AnySelect:
-    """(prompt_id, component_id, max_ci, positions) of the counted rows in every matching
-    prompt."""
+    """(prompt_id, component_id, max_ci, positions, ci_sum) of the counted rows in every
+    matching prompt."""
     matching = spec.groups().subquery()
     return (
         spec.rows()
-        .with_only_columns(ca.c.prompt_id, ca.c.component_id, ca.c.max_ci, ca.c.positions)
+        .with_only_columns(
+            ca.c.prompt_id, ca.c.component_id, ca.c.max_ci, ca.c.positions, ca.c.ci_sum
+        )
         .where(ca.c.prompt_id.in_(select(matching.c.prompt_id)))
     )
 
 
 def page_matches(spec: MatchSpec, prompt_ids: Sequence[int]) -> str:
-    """(prompt_id, component_id, max_ci, positions, tokens JSON) of the counted rows in the
-    given prompts: a result page's matches and previews in one statement.
+    """(prompt_id, component_id, max_ci, positions, ci_sum, tokens JSON) of the counted rows in
+    the given prompts: a result page's matches and previews in one statement.
 
     SQL text for ``exec_driver_sql``, every value a number written inline: SQLAlchemy took
     longer to build and compile this statement per search than the database takes to run it.
@@ -174,7 +301,7 @@ def page_matches(spec: MatchSpec, prompt_ids: Sequence[int]) -> str:
     prompts = ",".join(str(int(p)) for p in prompt_ids)
     min_ci = f" AND ca.max_ci >= {float(spec.min_ci)!r}" if spec.min_ci > 0 else ""
     return (
-        "SELECT ca.prompt_id, ca.component_id, ca.max_ci, ca.positions, p.tokens "
+        "SELECT ca.prompt_id, ca.component_id, ca.max_ci, ca.positions, ca.ci_sum, p.tokens "
         "FROM component_activations AS ca JOIN prompts AS p ON p.id = ca.prompt_id "
         f"WHERE ca.component_id IN ({components}) AND ca.prompt_id IN ({prompts}){min_ci}"
     )
@@ -194,12 +321,18 @@ def component_summaries(
     *,
     layer_id: int | None = None,
     limit: int,
-    after: tuple[int, int] | None = None,
+    after: tuple[float, int] | None = None,
+    sort: ComponentSort = "prompt_count",
 ) -> AnySelect:
     """(id, layer, index, prompt_count, sum_max_ci, max_max_ci, mean_ci) of components that
-    fire, most prompts first (ties by id); `after` = (prompt_count, id) of the previous page's
-    last row."""
+    fire, largest `sort` value first (components without a mean CI last; ties by id); `after` =
+    (sort value, id) of the previous page's last row."""
     c = components_table.c
+    value = {
+        "prompt_count": c.prompt_count,
+        "mean_ci": func.coalesce(c.mean_ci, -1.0),
+        "max_ci": c.max_max_ci,
+    }[sort]
     statement = (
         select(
             c.id,
@@ -209,6 +342,7 @@ def component_summaries(
             c.sum_max_ci,
             c.max_max_ci,
             c.mean_ci,
+            value,
         )
         .join(layers_table, layers_table.c.id == c.layer_id)
         .where(c.prompt_count > 0)
@@ -216,11 +350,9 @@ def component_summaries(
     if layer_id is not None:
         statement = statement.where(c.layer_id == layer_id)
     if after is not None:
-        count, component_id = after
-        statement = statement.where(
-            or_(c.prompt_count < count, and_(c.prompt_count == count, c.id > component_id))
-        )
-    return statement.order_by(c.prompt_count.desc(), c.id).limit(limit)
+        last, component_id = after
+        statement = statement.where(or_(value < last, and_(value == last, c.id > component_id)))
+    return statement.order_by(value.desc(), c.id).limit(limit)
 
 
 def count_active_components(layer_id: int | None = None) -> AnySelect:
@@ -229,8 +361,14 @@ def count_active_components(layer_id: int | None = None) -> AnySelect:
     return statement.where(c.layer_id == layer_id) if layer_id is not None else statement
 
 
-def count_activation_contexts() -> AnySelect:
-    return select(func.count()).select_from(activation_contexts_table)
+def count_activation_contexts(layer_id: int | None = None) -> AnySelect:
+    statement = select(func.count()).select_from(activation_contexts_table)
+    if layer_id is None:
+        return statement
+    c = components_table.c
+    return statement.join(components_table, c.id == activation_contexts_table.c.component_id).where(
+        c.layer_id == layer_id
+    )
 
 
 def component_counters(component_id: int) -> AnySelect:

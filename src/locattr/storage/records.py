@@ -118,17 +118,20 @@ class ComponentSummary:
 
 @dataclass(frozen=True)
 class ComponentMatch:
-    """A queried component in one matching prompt: its max CI and where it fires."""
+    """A queried component in one matching prompt: its max CI, where it fires, and its CI
+    summed over those positions (its CI mass, which the ``specificity`` ranking weighs)."""
 
     max_ci: float
     positions: list[int]
+    ci_sum: float
 
 
 @dataclass(frozen=True)
 class SearchHit:
     prompt_id: int
     score: float
-    """Sum over the queried components present in the prompt of their max CI there."""
+    """Sum over the queried components present in the prompt of their CI sum there times their
+    idf (``specificity``), or of their max CI there (``max_ci``): see `SearchPage.rank`."""
     matches: dict[str, ComponentMatch]
     preview: str
     """The prompt's text, shortened (`preview_of`)."""
@@ -145,8 +148,45 @@ class SearchPage:
     """Number of matching prompts over all pages."""
     next_cursor: str | None
     unknown_keys: list[str]
-    """Well-formed keys that name no component of this database (they match nothing)."""
+    """Well-formed keys that name no component of this database (they match nothing; unknown
+    excluded keys exclude nothing)."""
+    rank: str = "specificity"
+    """The ranking that scored the hits (`locattr.storage.queries.Rank`)."""
+    idf: dict[str, float] = field(default_factory=dict)
+    """Each known queried component's ``ln(1 + N / n)`` (its ``specificity`` weight)."""
 
     @property
     def prompt_ids(self) -> list[int]:
         return [hit.prompt_id for hit in self.hits]
+
+
+@dataclass(frozen=True)
+class CofiringPartner:
+    """A component firing in some of the same prompts as another one, A.
+
+    With N prompts in the database, n_A and n_B the prompts where A and this one fire:
+    ``lift = count × N / (n_A × n_B)`` (1 when they fire independently) and
+    ``jaccard = count / (n_A + n_B - count)`` (1 when they fire in exactly the same prompts).
+    """
+
+    key: str
+    count: int
+    """Prompts where both fire."""
+    prompt_count: int
+    """n_B: prompts where this one fires."""
+    lift: float
+    jaccard: float
+
+
+@dataclass(frozen=True)
+class Cofiring:
+    """The components that fire with one component, computed over every stored prompt."""
+
+    key: str
+    prompt_count: int
+    """n_A: prompts where the component fires."""
+    n_prompts: int
+    """N: prompts in the database."""
+    n_partners: int
+    """Components firing with it in at least `min_count` prompts (all pages)."""
+    partners: list[CofiringPartner]

@@ -49,6 +49,7 @@ class PreparedPrompt:
     component_ids: NDArray[np.int64]
     max_ci: NDArray[np.float32]
     position_blobs: list[bytes]
+    ci_sum: NDArray[np.float32]
 
 
 @contextmanager
@@ -153,6 +154,7 @@ def prepare_prompt(
         component_ids=first[rows.layer] + rows.component,
         max_ci=rows.max_ci,
         position_blobs=rows.position_blobs(),
+        ci_sum=rows.ci_sum,
     )
 
 
@@ -194,12 +196,19 @@ def _insert_index_rows(
     connection: Connection, prompts: Sequence[tuple[int, PreparedPrompt]]
 ) -> None:
     rows = [
-        {"component_id": cid, "prompt_id": prompt_id, "max_ci": ci, "positions": blob}
+        {
+            "component_id": cid,
+            "prompt_id": prompt_id,
+            "max_ci": ci,
+            "positions": blob,
+            "ci_sum": ci_sum,
+        }
         for prompt_id, prompt in prompts
-        for cid, ci, blob in zip(
+        for cid, ci, blob, ci_sum in zip(
             prompt.component_ids.tolist(),
             prompt.max_ci.tolist(),
             prompt.position_blobs,
+            prompt.ci_sum.tolist(),
             strict=True,
         )
     ]

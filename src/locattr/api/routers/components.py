@@ -5,17 +5,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 from sqlalchemy import Connection
 
 from locattr.api import schemas
-from locattr.api.deps import DatabaseDep
+from locattr.api.deps import ComponentCursorParam, DatabaseDep, IdCursorParam, KeyParam
 from locattr.api.errors import ERROR_RESPONSES, NotFoundError
-from locattr.api.routers.prompts import CursorParam, LimitParam
+from locattr.api.routers.prompts import LimitParam
 from locattr.api.settings import MAX_KEY_LIST_CHARS
 from locattr.storage import ComponentStats, reads
-from locattr.storage.keys import MAX_KEY_CHARS
-from locattr.storage.queries import QueryError
+from locattr.storage.keys import key_list_pattern
+from locattr.storage.queries import MAX_PAGE_SIZE, ComponentSort, QueryError
+from locattr.storage.reads import DEFAULT_MIN_COUNT, CofiringOrder
 
 router = APIRouter(prefix="/api", tags=["components"], responses=ERROR_RESPONSES)
 
@@ -24,9 +25,6 @@ COFIRING_LIMIT = 20
 MAX_DETAIL_KEYS = 500
 MAX_DETAIL_EXAMPLES = 20
 LayerParam = Annotated[str | None, Query(max_length=300, description="Only this layer.")]
-KeyParam = Annotated[
-    str, Path(max_length=MAX_KEY_CHARS, description="Component key `layer:index`.")
-]
 
 
 @router.get("/components", response_model=schemas.ComponentList)
@@ -34,13 +32,21 @@ async def list_components(
     database: DatabaseDep,
     layer: LayerParam = None,
     limit: LimitParam = 100,
-    cursor: CursorParam = None,
+    cursor: ComponentCursorParam = None,
+    sort: Annotated[
+        ComponentSort,
+        Query(
+            description="Order: most prompts (`prompt_count`), highest dataset mean CI "
+            "(`mean_ci`; components without one last) or highest max CI (`max_ci`)."
+        ),
+    ] = "prompt_count",
 ) -> schemas.ComponentList:
-    """Components that fire in stored prompts, most prompts first (ties by model order)."""
+    """Components that fire in stored prompts, largest `sort` value first (ties by model
+    order)."""
 
     def read(sync_connection: Connection) -> schemas.ComponentList:
         rows, next_cursor = reads.list_components(
-            sync_connection, database.layers, layer=layer, limit=limit, cursor=cursor
+            sync_connection, database.layers, layer=layer, limit=limit, cursor=cursor, sort=sort
         )
         return schemas.ComponentList(
             items=[schemas.Component.model_validate(row, from_attributes=True) for row in rows],
@@ -80,6 +86,63 @@ async def get_component(
     return detail
 
 
+@router.get("/components/{key}/cofiring", response_model=schemas.CofiringList)
+async def get_cofiring(
+    database: DatabaseDep,
+    key: KeyParam,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_PAGE_SIZE, description="How many partners, best first.")
+    ] = COFIRING_LIMIT,
+    min_count: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=2**31 - 1,
+            description="Only partners firing in at least this many of the same prompts: "
+            "lifts of partners seen once or twice are mostly chance.",
+        ),
+    ] = DEFAULT_MIN_COUNT,
+    order: Annotated[
+        CofiringOrder,
+        Query(description="Rank partners by lift, by Jaccard index or by count (descending)."),
+    ] = "lift",
+) -> schemas.CofiringList:
+    """The components that fire in the same prompts as this one, counted over every stored
+    prompt. With N prompts in the database and n_A, n_B the prompts where the component and a
+    partner fire, and count the prompts where both do: `lift = count × N / (n_A × n_B)` (1 when
+    they fire independently) and `jaccard = count / (n_A + n_B − count)` (1 when they fire in
+    exactly the same prompts). Best first by `order`; ties: larger count, then model order."""
+
+    def read(sync_connection: Connection) -> schemas.CofiringList | None:
+        found = reads.cofiring(
+            sync_connection,
+            database.layers,
+            key,
+            limit=limit,
+            min_count=min_count,
+            order=order,
+        )
+        if found is None:
+            return None
+        return schemas.CofiringList(
+            key=found.key,
+            prompt_count=found.prompt_count,
+            n_prompts=found.n_prompts,
+            order=order,
+            min_count=min_count,
+            n_partners=found.n_partners,
+            items=[
+                schemas.CofiringPartner.model_validate(partner, from_attributes=True)
+                for partner in found.partners
+            ],
+        )
+
+    listing = await database.run(read)
+    if listing is None:
+        raise NotFoundError(f"no component {key} in this database (see /api/layers)")
+    return listing
+
+
 @router.get("/component_details", response_model=schemas.ComponentDetails)
 async def get_component_details(
     database: DatabaseDep,
@@ -89,6 +152,7 @@ async def get_component_details(
             max_length=MAX_KEY_LIST_CHARS,
             description=f"Comma-separated component keys `layer:index`, at most {MAX_DETAIL_KEYS}.",
             examples=["h.0.mlp.c_fc:3,h.1.attn.o_proj:7"],
+            json_schema_extra={"pattern": key_list_pattern(MAX_DETAIL_KEYS)},
         ),
     ],
     examples: Annotated[
@@ -155,7 +219,7 @@ async def list_activation_contexts(
     database: DatabaseDep,
     layer: LayerParam = None,
     limit: LimitParam = 100,
-    cursor: CursorParam = None,
+    cursor: IdCursorParam = None,
 ) -> schemas.ActivationContextPage:
     """Activation contexts in component order, a page at a time."""
 
@@ -165,7 +229,7 @@ async def list_activation_contexts(
         )
         return schemas.ActivationContextPage(
             items=[schemas.ActivationContextItem(key=k, context=v) for k, v in page.items()],
-            count=reads.count_activation_contexts(sync_connection),
+            count=reads.count_activation_contexts(sync_connection, database.layers, layer=layer),
             next_cursor=next_cursor,
         )
 

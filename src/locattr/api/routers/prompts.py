@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Response
 from sqlalchemy import Connection
 
 from locattr.api import schemas
-from locattr.api.deps import DatabaseDep
+from locattr.api.deps import DatabaseDep, IdCursorParam
 from locattr.api.errors import ERROR_RESPONSES, NotFoundError
 from locattr.api.settings import MAX_QUERY_CHARS
 from locattr.graph import OUTPUT_LAYER, Graph
@@ -20,9 +20,6 @@ from locattr.storage.records import PromptInfo
 router = APIRouter(prefix="/api", tags=["prompts"], responses=ERROR_RESPONSES)
 
 LimitParam = Annotated[int, Query(ge=1, le=queries.MAX_PAGE_SIZE, description="Page size.")]
-CursorParam = Annotated[
-    str | None, Query(max_length=200, description="`next_cursor` of the previous page.")
-]
 MAX_TOP_K = 100_000
 
 
@@ -41,7 +38,7 @@ def summary(info: PromptInfo) -> schemas.PromptSummary:
 async def list_prompts(
     database: DatabaseDep,
     limit: LimitParam = 100,
-    cursor: CursorParam = None,
+    cursor: IdCursorParam = None,
     start: Annotated[
         int | None,
         Query(ge=1, le=2**62, description="Start at this prompt id (ignored with a cursor)."),

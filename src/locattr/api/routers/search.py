@@ -1,4 +1,4 @@
-"""Search: prompts where all (or any) of a set of components fire."""
+"""Search: prompts where all (or any) of a set of components fire, and none of another set."""
 
 from __future__ import annotations
 
@@ -9,16 +9,25 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy import Connection
 
 from locattr.api import schemas
-from locattr.api.deps import DatabaseDep
+from locattr.api.deps import DatabaseDep, SearchCursorParam
 from locattr.api.errors import ERROR_RESPONSES
-from locattr.api.routers.prompts import CursorParam, LimitParam
+from locattr.api.routers.prompts import LimitParam
 from locattr.api.settings import MAX_QUERY_CHARS
 from locattr.storage import SearchPage, reads
-from locattr.storage.queries import QueryError
+from locattr.storage.keys import key_list_pattern
+from locattr.storage.queries import QueryError, Rank
 
 router = APIRouter(prefix="/api", tags=["search"], responses=ERROR_RESPONSES)
 
 MAX_SEARCH_KEYS = 64
+RANK_DESCRIPTION = (
+    "How prompts are scored, highest first (ties: lower prompt id). `specificity`: the sum over "
+    "the queried components present in the prompt of `ci_sum × idf`, where `ci_sum` is the "
+    "component's CI summed over the positions where it fires in the prompt and "
+    "`idf = ln(1 + N / n)` (N prompts in the database, n prompts where the component fires): "
+    "no ceiling at CI 1, and rare components weigh more. `max_ci`: the sum of the queried "
+    "components' largest CI in the prompt (at most 1 each)."
+)
 
 
 @router.get("/search", response_model=schemas.SearchResults)
@@ -30,6 +39,7 @@ async def search_prompts(
             max_length=MAX_QUERY_CHARS,
             description=f"Comma-separated component keys `layer:index`, at most {MAX_SEARCH_KEYS}.",
             examples=["h.0.mlp.c_fc:3,h.1.attn.o_proj:7"],
+            json_schema_extra={"pattern": key_list_pattern(MAX_SEARCH_KEYS)},
         ),
     ],
     mode: Annotated[
@@ -42,15 +52,33 @@ async def search_prompts(
     same_position: Annotated[
         bool, Query(description="Only prompts where all components fire at one common position.")
     ] = False,
+    exclude: Annotated[
+        str,
+        Query(
+            max_length=MAX_QUERY_CHARS,
+            description=f"Comma-separated component keys, at most {MAX_SEARCH_KEYS}: leave out "
+            "prompts where any of them fires (with max CI ≥ `min_ci`, as the queried ones). "
+            "Unknown keys exclude nothing and are listed in `unknown_components`; a key both "
+            "queried and excluded is an error.",
+            examples=["h.0.mlp.down_proj:5"],
+            json_schema_extra={"pattern": key_list_pattern(MAX_SEARCH_KEYS, min_keys=0)},
+        ),
+    ] = "",
+    rank: Annotated[Rank, Query(description=RANK_DESCRIPTION)] = "specificity",
     limit: LimitParam = 50,
-    cursor: CursorParam = None,
+    cursor: SearchCursorParam = None,
 ) -> Response:
-    """Ranked prompts: score = sum of the queried components' max CI in the prompt."""
+    """Ranked prompts where the components fire and the excluded ones do not (see `rank`)."""
     keys = [key.strip() for key in components.split(",") if key.strip()]
+    excluded = list(dict.fromkeys(key.strip() for key in exclude.split(",") if key.strip()))
     if not keys:
         raise QueryError("give at least one component key 'layer:index' in `components`")
     if len(keys) > MAX_SEARCH_KEYS:
         raise QueryError(f"at most {MAX_SEARCH_KEYS} components per search, got {len(keys)}")
+    if len(excluded) > MAX_SEARCH_KEYS:
+        raise QueryError(
+            f"at most {MAX_SEARCH_KEYS} excluded components per search, got {len(excluded)}"
+        )
 
     def read(sync_connection: Connection) -> Response:
         page = reads.search(
@@ -62,13 +90,15 @@ async def search_prompts(
             cursor=cursor,
             min_ci=min_ci,
             same_position=same_position,
+            exclude=excluded,
+            rank=rank,
         )
-        return search_body(list(dict.fromkeys(keys)), mode, page)
+        return search_body(list(dict.fromkeys(keys)), mode, page, excluded)
 
     return await database.run(read)
 
 
-def search_body(query: list[str], mode: str, page: SearchPage) -> Response:
+def search_body(query: list[str], mode: str, page: SearchPage, exclude: list[str]) -> Response:
     """The `schemas.SearchResults` body, built as plain lists and dicts and serialised by
     orjson: validating and serialising it through the model cost about 1 ms of a 7 ms search.
     The tests check that this body validates as `schemas.SearchResults` field for field."""
@@ -83,7 +113,11 @@ def search_body(query: list[str], mode: str, page: SearchPage) -> Response:
                 "preview": hit.preview,
                 "tokens": hit.tokens,
                 "matches": {
-                    key: {"max_ci": match.max_ci, "positions": match.positions}
+                    key: {
+                        "max_ci": match.max_ci,
+                        "positions": match.positions,
+                        "ci_sum": match.ci_sum,
+                    }
                     for key, match in hit.matches.items()
                 },
             }
@@ -91,5 +125,8 @@ def search_body(query: list[str], mode: str, page: SearchPage) -> Response:
         ],
         "next_cursor": page.next_cursor,
         "unknown_components": page.unknown_keys,
+        "rank": page.rank,
+        "exclude": exclude,
+        "idf": page.idf,
     }
     return Response(orjson.dumps(body), media_type="application/json")

@@ -1,0 +1,60 @@
+"""Provenance: the settings every graph in a database was computed under, and the rule for
+when prompts from two builds may share one database.
+
+`locattr-generate` (extending a database) and `locattr merge` (joining shards) both ask
+`first_difference`, so a shard that generate would refuse cannot be merged in either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+FIXED_KEYS = (
+    "run",
+    "config_digest",
+    "ci_threshold",
+    "attr_threshold",
+    "n_ctx",
+    "context_windows",
+    "inputs",
+    "outputs",
+    "output_prob_threshold",
+)
+"""Meta keys a database is built under once: they must agree before prompts from two builds
+may share one database (`n_ctx` and `context_windows` decide which windows the prompts are)."""
+
+IMPLICIT_PROVENANCE: Mapping[str, object] = {
+    "inputs": False,
+    "outputs": False,
+    "output_prob_threshold": None,
+}
+"""Keys builds record since graphs may hold `wte` and `output` nodes, with the values that older
+builds, which stored no such nodes, held without saying so."""
+
+
+def with_implicit_provenance(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """`meta` with `IMPLICIT_PROVENANCE` filled in where a build wrote it (`run` is set), so an
+    older database compares as what it is rather than matching any setting."""
+    return {**IMPLICIT_PROVENANCE, **meta} if "run" in meta else dict(meta)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A fixed key whose value differs between an existing database and another build."""
+
+    key: str
+    existing: object
+    other: object
+
+
+def first_difference(existing: Mapping[str, Any], other: Mapping[str, Any]) -> Difference | None:
+    """The first of `FIXED_KEYS` (in their order) that both metas record with different values,
+    after filling in implicit values; None when the two builds may share a database. A key one
+    side does not record (an empty database, a build older than the key) constrains nothing."""
+    a, b = with_implicit_provenance(existing), with_implicit_provenance(other)
+    for key in FIXED_KEYS:
+        if key in a and key in b and a[key] != b[key]:
+            return Difference(key, a[key], b[key])
+    return None
