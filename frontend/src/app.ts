@@ -55,6 +55,7 @@ export class App {
   private promptRequest: AbortController | null = null;
   private fileName = "";
   private browserLoaded = false;
+  private fileNPrompts = 0;
   private readonly root: HTMLElement;
   private readonly graph: GraphView;
   private readonly prompts: PromptList;
@@ -327,6 +328,7 @@ export class App {
       this.components.configure(null, []);
       this.components.seed(opened.components);
       this.fileName = file.name;
+      this.fileNPrompts = opened.nPrompts;
       this.showGraph(opened.graph, started);
       this.top.dbStatus.textContent = `File: ${file.name}`;
     } catch (error) {
@@ -344,7 +346,7 @@ export class App {
     const t0 = performance.now();
     let loaded: Loaded | null = null;
     if (raw) {
-      const data = toGraphData(raw);
+      const data = toGraphData(raw, this.mode === "db" ? (this.meta?.prompt_count ?? 0) : this.fileNPrompts);
       const index = new Map<string, number>();
       data.nodeKey.forEach((key, i) => index.set(`${key}@${data.nodePos[i]}`, i));
       loaded = { raw, data, index };
@@ -567,7 +569,7 @@ export class App {
     const api = this.mode === "db" ? this.api : null;
     this.graph.setStatus("Collecting the components' details…", "loading");
     try {
-      await exportJson(loaded.raw, this.layerOrder, this.components, api);
+      await exportJson(loaded.raw, this.layerOrder, this.components, api, loaded.data.nPrompts);
       this.graph.setStatus("", "ready");
     } catch (error) {
       this.graph.setStatus(`Export failed: ${message(error)}`, "error", { label: "Retry", run: () => void this.exportJson() });

@@ -29,7 +29,13 @@ const fileName = (promptId: number, extension: string) => `locattr-prompt-${prom
 
 /** The graph with the details (statistics, a few context examples) of every component in it,
  * fetched from `api` where the page has not loaded them yet (null: only what is loaded). */
-export async function exportJson(raw: PromptGraph, layerOrder: string[], components: ComponentStore, api: Api | null): Promise<void> {
+export async function exportJson(
+  raw: PromptGraph,
+  layerOrder: string[],
+  components: ComponentStore,
+  api: Api | null,
+  nPrompts: number,
+): Promise<void> {
   const layers = new Set(layerOrder);
   const keys = [...new Set(raw.nodes.filter((n) => layers.has(n.layer)).map((n) => `${n.layer}:${n.component}`))];
   const ready = components.ready();
@@ -40,7 +46,7 @@ export async function exportJson(raw: PromptGraph, layerOrder: string[], compone
     const page = await api.componentDetails(missing.slice(k, k + SIZES.exportKeysPerRequest), SIZES.exportExamples);
     for (const item of page.items) details[item.key] = item;
   }
-  const file = toGraphFile(raw, layerOrder, details);
+  const file = toGraphFile(raw, layerOrder, details, nPrompts);
   download(new Blob([JSON.stringify(file)], { type: "application/json" }), fileName(raw.id, "json"));
 }
 

@@ -26,6 +26,8 @@ export const LIMITS = {
   ciThreshold: limit(0, 1, 0, 0.01),
   /** Components whose dataset mean CI is above this are hidden (client side). */
   maxMeanCi: limit(0, 1, 1, 0.01),
+  /** Components firing in more than this share of the stored prompts are hidden. */
+  maxShare: limit(0, 1, 1, 0.05),
   /** Hops a trace follows from its node. */
   traceHops: limit(1, 8, 3, 1, true),
   /** Strongest edges a trace follows out of each node it reaches. */

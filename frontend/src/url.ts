@@ -115,6 +115,7 @@ export function readUrl(search: string): ParsedUrl {
         minAbs: number("min_abs", "minAbs"),
         ciThreshold: number("ci", "ciThreshold"),
         maxMeanCi: number("max_mean_ci", "maxMeanCi"),
+        maxShare: number("max_share", "maxShare"),
       },
       normalize,
       selected,
@@ -144,6 +145,7 @@ export function writeUrl(state: ViewState): string {
   if (f.minAbs !== LIMITS.minAbs.default) parts.push(`min_abs=${f.minAbs}`);
   if (f.ciThreshold !== LIMITS.ciThreshold.default) parts.push(`ci=${f.ciThreshold}`);
   if (f.maxMeanCi !== LIMITS.maxMeanCi.default) parts.push(`max_mean_ci=${f.maxMeanCi}`);
+  if (f.maxShare !== LIMITS.maxShare.default) parts.push(`max_share=${f.maxShare}`);
   if (state.normalize !== "none") parts.push(`normalize=${state.normalize}`);
   return parts.length ? `?${parts.join("&")}` : "";
 }

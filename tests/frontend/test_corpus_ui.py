@@ -144,3 +144,30 @@ def test_a_cofiring_partner_is_pinned_from_the_card(page: Page, app_url: str) ->
     # "prompts where this fires" from the card searches for it alone
     card.get_by_test_id("find-prompts").click()
     expect(page.get_by_test_id("search-status")).to_contain_text("with all of 1 component")
+
+
+def test_the_share_filter_hides_components_that_fire_almost_everywhere(
+    page: Page, app_url: str
+) -> None:
+    open_app(page, app_url, "?prompt=5")
+    graph = api(app_url, "/api/prompt/5")
+    n_prompts = api(app_url, "/api/meta")["prompt_count"]
+    counts, nodes = graph["prompt_counts"], graph["nodes"]
+    assert counts and n_prompts > 0
+
+    def passes(node: dict[str, Any]) -> bool:
+        key = f"{node['layer']}:{node['component']}"
+        return key not in counts or counts[key] / n_prompts <= 0.5
+
+    expected = sum(
+        passes(nodes[e["source"]]) and passes(nodes[e["target"]]) for e in graph["edges"]
+    )
+    assert 0 < expected < len(graph["edges"])
+    control = page.get_by_test_id("max-share")
+    control.fill("0.5")
+    control.press("Tab")
+    page.wait_for_url(re.compile("max_share=0.5"))
+    page.wait_for_function(
+        "n => document.querySelector('[data-testid=edge-count]').dataset.shown === String(n)",
+        arg=expected,
+    )

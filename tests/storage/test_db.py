@@ -359,6 +359,19 @@ def test_component_mean_ci_of_a_graph(db: LocalAttrDB, n_components: int) -> Non
         edge_target=np.zeros(0),
         edge_value=np.zeros(0),
     )
+    fired = Graph.from_records(
+        [
+            ("h.0.mlp.c_fc", 0, 1, 0.5),
+            ("h.0.mlp.c_fc", 0, 29_999, 0.5),
+            ("h.0.mlp.c_fc", 1, 7, 0.5),
+        ],
+        [],
+    )
+    db.add_prompt(PromptRecord("fired", [1, 2], ["a", "b"], fired))
     with db.engine.connect() as connection:
         found = reads.component_mean_ci(connection, reads.LayerCache(), graph)
-    assert found == {"h.0.mlp.c_fc:1": 0.25, "h.1.mlp.c_fc:2": 0.125}
+        stats = reads.graph_component_stats(connection, reads.LayerCache(), graph)
+    assert found == stats.mean_ci == {"h.0.mlp.c_fc:1": 0.25, "h.1.mlp.c_fc:2": 0.125}
+    # prompt counts of the graph's components that fire somewhere (29999 is not in the graph)
+    expected = {"h.0.mlp.c_fc:1": 1} | ({"h.0.mlp.c_fc:7": 1} if n_components > 7 else {})
+    assert stats.prompt_count == expected

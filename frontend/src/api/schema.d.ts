@@ -611,6 +611,13 @@ export interface components {
                 [key: string]: number;
             };
             /**
+             * Prompt Counts
+             * @description How many stored prompts each of the graph's components fires in, by key (with `/api/meta`'s prompt_count: the share of prompts; rare components are specific).
+             */
+            prompt_counts?: {
+                [key: string]: number;
+            };
+            /**
              * Output Tokens
              * @description Text of the tokens the `output` nodes predict, by token id (their `component`), when the database stores the vocabulary.
              */

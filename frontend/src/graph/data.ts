@@ -19,6 +19,9 @@ export interface GraphData {
   edgeTarget: Int32Array;
   edgeValue: Float32Array;
   meanCi: ReadonlyMap<string, number>;
+  /** Stored prompts each component fires in, and how many prompts are stored (0: unknown). */
+  promptCount: ReadonlyMap<string, number>;
+  nPrompts: number;
   /** Text of the tokens that `output` nodes stand for, by token id (component), when known. */
   outputTokens: ReadonlyMap<number, string>;
   normalize: Normalize;
@@ -45,7 +48,8 @@ export function outputToken(graph: GraphData, i: number): string {
   return graph.outputTokens.get(id) ?? `#${id}`;
 }
 
-export function toGraphData(graph: PromptGraph): GraphData {
+/** `nPrompts`: prompts in the database the graph comes from (0 when unknown). */
+export function toGraphData(graph: PromptGraph, nPrompts = 0): GraphData {
   const layerIndex = new Map<string, number>();
   const layers: string[] = [];
   const n = graph.nodes.length;
@@ -91,6 +95,8 @@ export function toGraphData(graph: PromptGraph): GraphData {
     edgeTarget,
     edgeValue,
     meanCi: new Map(Object.entries(graph.mean_ci ?? {})),
+    promptCount: new Map(Object.entries(graph.prompt_counts ?? {})),
+    nPrompts,
     outputTokens: new Map(Object.entries(graph.output_tokens ?? {}).map(([id, text]) => [Number(id), text])),
     normalize: graph.normalize,
     nEdgesTotal: graph.n_edges_total,
@@ -108,20 +114,24 @@ export interface GraphFile extends PromptGraph {
   version: typeof FILE_VERSION;
   layer_order: string[];
   components: Record<string, ComponentDetail>;
+  /** Prompts in the database it was exported from (for the share filter). */
+  n_prompts: number;
 }
 
 export interface OpenedFile {
   graph: PromptGraph;
   layerOrder: string[];
   components: Record<string, ComponentDetail>;
+  nPrompts: number;
 }
 
 export function toGraphFile(
   graph: PromptGraph,
   layerOrder: string[],
   components: Record<string, ComponentDetail>,
+  nPrompts = 0,
 ): GraphFile {
-  return { format: FILE_FORMAT, version: FILE_VERSION, ...graph, layer_order: layerOrder, components };
+  return { format: FILE_FORMAT, version: FILE_VERSION, ...graph, layer_order: layerOrder, components, n_prompts: nPrompts };
 }
 
 function fail(message: string): never {
@@ -189,10 +199,12 @@ export function parseGraphFile(text: string): OpenedFile {
     normalize,
     mean_ci: isRecord(data.mean_ci) ? (data.mean_ci as Record<string, number>) : {},
     output_tokens: isRecord(data.output_tokens) ? (data.output_tokens as Record<string, string>) : {},
+    prompt_counts: isRecord(data.prompt_counts) ? (data.prompt_counts as Record<string, number>) : {},
   };
   const layerOrder = Array.isArray(data.layer_order)
     ? data.layer_order.filter((l): l is string => typeof l === "string")
     : [];
   const components = isRecord(data.components) ? (data.components as Record<string, ComponentDetail>) : {};
-  return { graph, layerOrder, components };
+  const nPrompts = typeof data.n_prompts === "number" && data.n_prompts >= 0 ? data.n_prompts : 0;
+  return { graph, layerOrder, components, nPrompts };
 }

@@ -53,6 +53,31 @@ describe("filterGraph", () => {
     expect(Array.from(visible.nodes)).toEqual([1, 2, 3]);
   });
 
+  it("max share hides components firing in too many prompts; unknown counts and inputs pass", () => {
+    const raw = promptGraph(
+      ["a", "b"],
+      [
+        ["wte", 0, 0, 1], // 0
+        ["h.0.mlp.c_fc", 0, 1, 0.9], // 1: in 90 of 100 prompts
+        ["h.0.mlp.c_fc", 1, 2, 0.5], // 2: in 5
+        ["h.1.mlp.c_fc", 1, 3, 0.5], // 3: count unknown
+      ],
+      [
+        [0, 1, 0.5],
+        [0, 2, 0.4],
+        [1, 3, 0.3],
+        [2, 3, 0.2],
+      ],
+    );
+    const counted = toGraphData({ ...raw, prompt_counts: { "h.0.mlp.c_fc:1": 90, "h.0.mlp.c_fc:2": 5 } }, 100);
+    const visible = filterGraph(counted, { ...DEFAULT_FILTERS, maxShare: 0.5 });
+    expect(Array.from(visible.nodes)).toEqual([0, 2, 3]);
+    expect(Array.from(visible.edges)).toEqual([1, 3]);
+    // without the database's prompt count nothing is hidden
+    const unknownTotal = toGraphData({ ...raw, prompt_counts: { "h.0.mlp.c_fc:1": 90 } });
+    expect(filterGraph(unknownTotal, { ...DEFAULT_FILTERS, maxShare: 0.5 }).edges).toHaveLength(4);
+  });
+
   it("sorts edges that do not arrive strongest first", () => {
     const shuffled = toGraphData(
       promptGraph(["a"], [["x", 0, 0, 1], ["y", 0, 0, 1]], [[0, 1, 0.1], [0, 1, -0.9], [0, 1, 0.5]]),

@@ -12,6 +12,9 @@ export interface FilterOptions {
   /** Hide components whose dataset mean CI is above this (they fire everywhere); components
    * without a known mean CI are kept. */
   maxMeanCi: number;
+  /** Hide components that fire in more than this share of the stored prompts (unspecific);
+   * components whose prompt count is unknown are kept. */
+  maxShare: number;
 }
 
 export const DEFAULT_FILTERS: Readonly<FilterOptions> = {
@@ -19,6 +22,7 @@ export const DEFAULT_FILTERS: Readonly<FilterOptions> = {
   minAbs: LIMITS.minAbs.default,
   ciThreshold: LIMITS.ciThreshold.default,
   maxMeanCi: LIMITS.maxMeanCi.default,
+  maxShare: LIMITS.maxShare.default,
 };
 
 export interface Visible {
@@ -42,7 +46,9 @@ export function nodePasses(graph: GraphData, options: FilterOptions): Uint8Array
       continue;
     }
     const mean = graph.meanCi.get(graph.nodeKey[i]!);
-    ok[i] = graph.nodeCi[i]! >= options.ciThreshold && !(mean !== undefined && mean > options.maxMeanCi) ? 1 : 0;
+    const count = graph.promptCount.get(graph.nodeKey[i]!);
+    const common = count !== undefined && graph.nPrompts > 0 && count / graph.nPrompts > options.maxShare;
+    ok[i] = graph.nodeCi[i]! >= options.ciThreshold && !(mean !== undefined && mean > options.maxMeanCi) && !common ? 1 : 0;
   }
   return ok;
 }

@@ -18,5 +18,6 @@ export function promptGraph(tokens: string[], nodes: NodeTuple[], edges: EdgeTup
     normalize: "none",
     mean_ci: meanCi,
     output_tokens: {},
+    prompt_counts: {},
   };
 }

@@ -18,6 +18,7 @@ const FILTERS: { name: LimitName & keyof FilterOptions; testid: string; label: s
   { name: "minAbs", testid: "min-abs", label: "min |attr|", title: "Drop edges with |attribution| below this (server-side)" },
   { name: "ciThreshold", testid: "ci-threshold", label: "CI ≥", title: "Hide nodes whose CI here is below this" },
   { name: "maxMeanCi", testid: "max-mean-ci", label: "mean CI ≤", title: "Hide components whose dataset mean CI is above this" },
+  { name: "maxShare", testid: "max-share", label: "in ≤ share", title: "Hide components that fire in more than this share of the stored prompts (0.5 = half)" },
 ];
 
 export class Controls {

@@ -114,6 +114,11 @@ class PromptGraph(BaseModel):
         description="Dataset mean CI of the graph's components by key `layer:index`, for those "
         "that have one (from their activation contexts).",
     )
+    prompt_counts: dict[str, int] = Field(
+        default_factory=dict,
+        description="How many stored prompts each of the graph's components fires in, by key "
+        "(with `/api/meta`'s prompt_count: the share of prompts; rare components are specific).",
+    )
     output_tokens: dict[str, str] = Field(
         default_factory=dict,
         description="Text of the tokens the `output` nodes predict, by token id (their "

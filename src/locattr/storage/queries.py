@@ -377,20 +377,25 @@ def component_counters(component_id: int) -> AnySelect:
 
 
 def component_mean_ci(component_ids: Sequence[int]) -> AnySelect | str:
-    """(id, mean_ci) of those components that have a dataset mean CI; for a long list, of every
-    component between its first and last id (a range reads faster than a huge IN list).
+    """(id, mean_ci, prompt_count) of those components that have a dataset mean CI or fire in
+    a stored prompt; for a long list, of every such component between its first and last id (a
+    range reads faster than a huge IN list).
 
     A short list comes as SQL text for ``exec_driver_sql``: compiling a statement with a
     thousand inline ids costs SQLAlchemy three times as long as SQLite takes to run it.
     """
     c = components_table.c
     if len(component_ids) > MAX_IN_IDS:
-        return select(c.id, c.mean_ci).where(
-            c.id.between(component_ids[0], component_ids[-1]), c.mean_ci.is_not(None)
+        return select(c.id, c.mean_ci, c.prompt_count).where(
+            c.id.between(component_ids[0], component_ids[-1]),
+            or_(c.mean_ci.is_not(None), c.prompt_count > 0),
         )
     # Integers written inline: a bound parameter per id costs more than the lookup itself.
     listed = ",".join(map(str, map(int, component_ids)))
-    return f"SELECT id, mean_ci FROM components WHERE id IN ({listed}) AND mean_ci IS NOT NULL"
+    return (
+        f"SELECT id, mean_ci, prompt_count FROM components WHERE id IN ({listed}) "
+        "AND (mean_ci IS NOT NULL OR prompt_count > 0)"
+    )
 
 
 def top_prompts_of_component(component_id: int | ColumnElement[int], limit: int) -> AnySelect:

@@ -24,6 +24,7 @@ from locattr.storage.records import (
     ComponentMatch,
     ComponentStats,
     ComponentSummary,
+    GraphComponentStats,
     PromptInfo,
     SearchHit,
     SearchPage,
@@ -341,6 +342,13 @@ def component_details(
 
 def component_mean_ci(connection: Connection, layers: LayerCache, graph: Graph) -> dict[str, float]:
     """Dataset mean CI of the graph's components (`layer:index` -> value) where one is stored."""
+    return graph_component_stats(connection, layers, graph).mean_ci
+
+
+def graph_component_stats(
+    connection: Connection, layers: LayerCache, graph: Graph
+) -> GraphComponentStats:
+    """Mean CI and prompt count of the graph's components, in one statement."""
     slots = layers.slots(connection)
     first = np.array([slots[n].first_component_id if n in slots else -1 for n in graph.layers])
     node_first = first[graph.node_layer]
@@ -348,7 +356,7 @@ def component_mean_ci(connection: Connection, layers: LayerCache, graph: Graph) 
     node_ids = node_first[decomposed] + graph.node_component[decomposed]
     ids, first_node = np.unique(node_ids, return_index=True)
     if not len(ids):
-        return {}
+        return GraphComponentStats({}, {})
     statement = queries.component_mean_ci(ids.tolist())
     rows = (
         connection.exec_driver_sql(statement)
@@ -356,21 +364,24 @@ def component_mean_ci(connection: Connection, layers: LayerCache, graph: Graph) 
         else connection.execute(statement)
     ).all()
     if not rows:
-        return {}
-    found, values = zip(*rows, strict=True)
+        return GraphComponentStats({}, {})
+    found, values, counts = zip(*rows, strict=True)
     where = np.searchsorted(ids, found)
     present = where < len(ids)
     present[present] = ids[where[present]] == np.asarray(found)[present]
     nodes = decomposed[first_node[where[present]]]
-    return {
-        f"{graph.layers[layer]}:{component}": value
-        for layer, component, value in zip(
-            graph.node_layer[nodes].tolist(),
-            graph.node_component[nodes].tolist(),
-            np.asarray(values, dtype=np.float64)[present].tolist(),
-            strict=True,
+    keys = [
+        f"{graph.layers[layer]}:{component}"
+        for layer, component in zip(
+            graph.node_layer[nodes].tolist(), graph.node_component[nodes].tolist(), strict=True
         )
-    }
+    ]
+    kept_values = np.asarray(values, dtype=object)[present].tolist()
+    kept_counts = np.asarray(counts, dtype=np.int64)[present].tolist()
+    return GraphComponentStats(
+        mean_ci={k: float(v) for k, v in zip(keys, kept_values, strict=True) if v is not None},
+        prompt_count={k: n for k, n in zip(keys, kept_counts, strict=True) if n > 0},
+    )
 
 
 def cofiring_components(

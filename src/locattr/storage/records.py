@@ -190,3 +190,13 @@ class Cofiring:
     n_partners: int
     """Components firing with it in at least `min_count` prompts (all pages)."""
     partners: list[CofiringPartner]
+
+
+@dataclass(frozen=True)
+class GraphComponentStats:
+    """Dataset statistics of a graph's components, by key `layer:index`."""
+
+    mean_ci: dict[str, float]
+    """Where one is stored (from the activation contexts)."""
+    prompt_count: dict[str, int]
+    """Stored prompts each fires in (those firing in none are left out)."""

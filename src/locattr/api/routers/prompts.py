@@ -15,7 +15,7 @@ from locattr.api.settings import MAX_QUERY_CHARS
 from locattr.graph import OUTPUT_LAYER, Graph
 from locattr.pruning import Normalize, PrunedGraph, prune_graph
 from locattr.storage import decode_graph, queries, reads
-from locattr.storage.records import PromptInfo
+from locattr.storage.records import GraphComponentStats, PromptInfo
 
 router = APIRouter(prefix="/api", tags=["prompts"], responses=ERROR_RESPONSES)
 
@@ -90,13 +90,13 @@ async def get_prompt_graph(
         pruned = prune_graph(
             graph, top_k=top_k, min_abs=min_abs, normalize=normalize, layers=layer_filter
         )
-        mean_ci = (
-            reads.component_mean_ci(sync_connection, database.layers, pruned.graph)
+        stats = (
+            reads.graph_component_stats(sync_connection, database.layers, pruned.graph)
             if pruned.graph.n_nodes
-            else {}
+            else GraphComponentStats({}, {})
         )
         vocabulary = database.vocabulary(sync_connection)
-        return prompt_graph(info, graph, pruned, normalize, mean_ci, vocabulary)
+        return prompt_graph(info, graph, pruned, normalize, stats, vocabulary)
 
     response = await database.run(read)  # decoding and pruning too (SQLite: off the event loop)
     if response is None:
@@ -117,7 +117,7 @@ def prompt_graph(
     graph: Graph,
     pruned: PrunedGraph,
     normalize: Normalize,
-    mean_ci: dict[str, float],
+    stats: GraphComponentStats,
     vocabulary: list[str] | None,
 ) -> Response:
     """The `schemas.PromptGraph` body, built as plain lists and dicts and serialised by orjson:
@@ -153,6 +153,7 @@ def prompt_graph(
         "n_edges_total": graph.n_edges,
         "n_edges_dropped": pruned.n_edges_dropped,
         "normalize": normalize,
-        "mean_ci": mean_ci,
+        "mean_ci": stats.mean_ci,
+        "prompt_counts": stats.prompt_count,
     }
     return Response(orjson.dumps(body), media_type="application/json")
