@@ -138,6 +138,18 @@ def test_serve_on_a_port_in_use_says_so_before_claiming_to_serve(small_db: str) 
     assert len(result.stderr.splitlines()) == 1 and "serving" not in result.stdout
 
 
+def test_the_served_socket_is_tcp_so_responses_are_not_delayed() -> None:
+    """asyncio turns Nagle off (TCP_NODELAY) only on sockets that say they are TCP; without it
+    each small response from `locattr serve` waited ~40 ms for the client's delayed ACK."""
+    from locattr.cli.main import _bound_socket
+
+    sock = _bound_socket("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
+
+
 def test_prompt_labels_an_output_node_with_the_token_it_predicts(tmp_path: Path) -> None:
     path = str(tmp_path / "outputs.db")
     with LocalAttrDB(path) as db:

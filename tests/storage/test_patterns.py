@@ -97,7 +97,11 @@ def test_search_cursors_drawn_from_the_pattern_decode_for_their_ranking(cursor: 
 
 @given(st.from_regex(q.COMPONENT_CURSOR_PATTERN, fullmatch=True).filter(bool))
 def test_component_cursors_drawn_from_the_pattern_decode(cursor: str) -> None:
-    assert all(isinstance(v, int) for v in q.decode_cursor("c", cursor))
+    """(sort value, component id), as `reads.list_components` reads them, under the order
+    whose tag the cursor carries."""
+    assert cursor[0] in q.COMPONENT_SORT_TAGS.values()
+    value, component_id = q.decode_cursor(cursor[0], cursor)
+    assert isinstance(value, int | float) and isinstance(component_id, int)
 
 
 @given(
