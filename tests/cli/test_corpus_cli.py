@@ -41,7 +41,7 @@ def test_search_rank_and_exclusion(tmp_path: Path) -> None:
     assert ids("--not", C) == ["1", "3"]
     assert ids("--not", C, "--not", "h.9.mlp:1") == ["1", "3"]
     titled = " ".join(run("query", "search", A, "--not", C, "--db", path).stdout.split())
-    assert "2 prompts where all of 1 component fire, none of 1 (ranked by specificity)" in titled
+    assert "2 prompts where all of 1 component fires, none of 1 (ranked by specificity)" in titled
     both = run("query", "search", A, "--not", A, "--db", path)
     assert both.returncode == 2 and "Traceback" not in both.stderr
     assert both.stderr == (

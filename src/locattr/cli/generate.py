@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -145,6 +146,9 @@ INTERRUPTED = "interrupted: rerun the same command to resume"
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: a user error prints one line and exits 2, Ctrl-C one line and 130
     (the shell's code for SIGINT), never a traceback."""
+    # A process started in the background by a non-interactive shell (a job script, CI)
+    # inherits SIGINT ignored, and Python then keeps ignoring it: Ctrl-C must always stop us.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         _main(argv)
     except KeyboardInterrupt:
