@@ -53,9 +53,16 @@ def test_pin_by_typing_a_key_and_the_component_browser(
 
     layer = listed[0]["layer"]
     page.get_by_test_id("component-layer").select_option(layer)
-    expect(items.first).to_contain_text(layer)
-    keys = items.evaluate_all("els => els.map(e => e.dataset.key)")
-    assert keys and all(k.startswith(f"{layer}:") for k in keys)
+    in_layer = [
+        c["key"]
+        for c in api(app_url, "/api/components", limit=50, layer=layer, sort="max_ci")["items"]
+    ]
+    assert in_layer and in_layer != [c["key"] for c in listed]  # the filter changes the list
+    page.wait_for_function(
+        """keys => JSON.stringify([...document.querySelectorAll('[data-testid="component-item"]')]
+            .map(e => e.dataset.key)) === JSON.stringify(keys)""",
+        arg=in_layer,
+    )
 
 
 def test_excluded_pins_leave_their_prompts_out(page: Page, app_url: str) -> None:
