@@ -456,14 +456,11 @@ export class App {
   // ---- hover, click, pins ---------------------------------------------------------------------
 
   private hereInfo(key: string, current: number | null): HereInfo {
-    const scene = this.scene;
     const data = this.loaded!.data;
-    const positions = scene
-      ? Array.from(scene.visible.nodes)
-          .filter((i) => data.nodeKey[i] === key)
-          .map((i) => ({ pos: data.nodePos[i]!, ci: data.nodeCi[i]!, token: data.tokens[data.nodePos[i]!] ?? "" }))
-          .sort((a, b) => a.pos - b.pos)
-      : [];
+    const positions = this.graph.renderer
+      .nodesOf(key)
+      .map((i) => ({ pos: data.nodePos[i]!, ci: data.nodeCi[i]!, token: data.tokens[data.nodePos[i]!] ?? "" }))
+      .sort((a, b) => a.pos - b.pos);
     return { positions, current, meanCi: data.meanCi.get(key) };
   }
 
@@ -491,7 +488,7 @@ export class App {
       this.hover = { edge: edge! };
       this.graph.highlight(this.highlightState());
       const visible = this.scene!.visible;
-      this.graph.showCard(this.graph.edgeCard, edgeCardContent(data, edge!, visible.edges.indexOf(edge!), visible.edges.length));
+      this.graph.showCard(this.graph.edgeCard, edgeCardContent(data, edge!, this.graph.renderer.rankOf(edge!), visible.edges.length));
     } else {
       this.graph.place(this.graph.edgeCard);
     }

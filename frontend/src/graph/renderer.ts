@@ -278,6 +278,16 @@ export class GraphRenderer {
     this.drawFull();
   }
 
+  /** Shown nodes of component `key` (the index the highlights use). */
+  nodesOf(key: string): readonly number[] {
+    return this.prepared?.byKey.get(key) ?? [];
+  }
+
+  /** Rank of shown edge j by |value| (0 = strongest). */
+  rankOf(edge: number): number {
+    return this.prepared?.rank[edge] ?? -1;
+  }
+
   /** The token labels as last drawn (tests check that each reads in full). */
   axisLabels(): AxisLabel[] {
     return this.labels.map((label) => ({ ...label }));
