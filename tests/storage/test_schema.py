@@ -13,6 +13,7 @@ from sqlalchemy import insert, text
 
 from locattr import LocalAttrDB
 from locattr.storage import DatabaseError, PromptRecord, ValueDtype, resolve_target, writes
+from locattr.storage.edge_rows import EDGE_INDEX_MIN_ABS
 from locattr.storage.engine import create_sync_engine
 from locattr.storage.models import SCHEMA_REVISION, prompts_table
 from locattr.storage.schema import alembic_config, upgrade
@@ -140,7 +141,9 @@ def database_at_0002(db_url: str) -> list[PreparedPrompt]:
     with engine.begin() as connection:
         command.upgrade(alembic_config(target, connection), "0002_component_postings")
         slots = writes.register_layers(connection, LAYERS)
-        prepared = [writes.prepare_prompt(r, slots, ValueDtype.FLOAT32) for r in records]
+        prepared = [
+            writes.prepare_prompt(r, slots, ValueDtype.FLOAT32, EDGE_INDEX_MIN_ABS) for r in records
+        ]
         for prompt_id, prompt in enumerate(prepared, start=1):
             connection.execute(insert(prompts_table), [{"id": prompt_id, **prompt.row}])
             connection.execute(

@@ -89,14 +89,7 @@ def encode_graph(
     Level 1 is the default because on byte-shuffled attribution columns it compresses as well
     as level 3 and the frames inflate about twice as fast.
     """
-    values = graph.edge_value
-    if value_dtype is ValueDtype.FLOAT16:
-        finite = np.isfinite(values)
-        if np.any(np.abs(values[finite]) > np.finfo(np.float16).max):
-            raise GraphCodecError(
-                "edge values exceed the float16 range; store this graph as float32"
-            )
-        values = values.astype(np.float16)
+    values = _narrowed_values(graph.edge_value, value_dtype)
     target = graph.edge_target
     if graph.n_edges == 0 or bool(np.all(target[1:] >= target[:-1])):
         target_column = (_RUNS, np.bincount(target, minlength=graph.n_nodes).astype(np.int32))
@@ -131,6 +124,22 @@ def encode_graph(
     )
     prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, int(value_dtype), 0, len(header))
     return b"".join([prefix, header, *frames])
+
+
+def stored_edge_values(values: NDArray[np.float32], value_dtype: ValueDtype) -> NDArray[np.float32]:
+    """The edge values a blob encoded with `value_dtype` decodes to: what everything derived
+    from a graph at write time (corpus attributions, the edge index) must be computed from, so
+    that rebuilding it from the stored blobs gives the very same numbers."""
+    return _narrowed_values(values, value_dtype).astype(np.float32, copy=False)
+
+
+def _narrowed_values(values: NDArray[np.float32], value_dtype: ValueDtype) -> NDArray[Any]:
+    if value_dtype is not ValueDtype.FLOAT16:
+        return values
+    finite = np.isfinite(values)
+    if np.any(np.abs(values[finite]) > np.finfo(np.float16).max):
+        raise GraphCodecError("edge values exceed the float16 range; store this graph as float32")
+    return values.astype(np.float16)
 
 
 def decode_graph(blob: bytes) -> Graph:

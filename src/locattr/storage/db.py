@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from locattr.graph import PSEUDO_LAYERS, Graph
-from locattr.storage import postings, queries, reads, writes
+from locattr.storage import aggregate, corpus, postings, queries, reads, writes
 from locattr.storage.codec import ValueDtype, decode_graph
 from locattr.storage.engine import (
     DatabaseError,
@@ -26,6 +27,8 @@ from locattr.storage.records import (
     Cofiring,
     ComponentStats,
     ComponentSummary,
+    EdgeSearchPage,
+    Partners,
     PromptInfo,
     PromptRecord,
     SearchPage,
@@ -112,9 +115,33 @@ class LocalAttrDB:
         """
         self._require_writable()
         slots = self._write_slots(records)
-        prepared = [writes.prepare_prompt(r, slots, value_dtype) for r in records]
+        floor = self.edge_index_min_abs()
+        prepared = [writes.prepare_prompt(r, slots, value_dtype, floor) for r in records]
         with writes.write_transaction(self.engine) as connection:
+            writes.set_meta(connection, {writes.EDGE_INDEX_MIN_ABS_KEY: floor})
             return writes.insert_prompts(connection, prepared)
+
+    def edge_index_min_abs(self) -> float:
+        """The edge index's floor (|value| of a pair's strongest edge in a prompt)."""
+        with self.engine.connect() as connection:
+            return corpus.edge_index_min_abs(connection)
+
+    def aggregate(
+        self,
+        *,
+        edge_min_abs: float | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> aggregate.AggregateReport:
+        """Rebuild the corpus attributions and the edge index from the stored graphs, with the
+        edge index's floor `edge_min_abs` (the recorded one when None); one transaction."""
+        self._require_writable()
+        floor = self.edge_index_min_abs() if edge_min_abs is None else edge_min_abs
+        if not math.isfinite(floor) or floor < 0:
+            raise queries.QueryError(f"the edge index floor must be finite and >= 0, got {floor}")
+        with writes.write_transaction(self.engine) as connection:
+            report = aggregate.rebuild(connection, edge_min_abs=floor, progress=progress)
+        self.checkpoint()
+        return report
 
     def build_postings(self) -> int:
         """Pack the index per component for fast search (after a build or a merge).
@@ -298,6 +325,39 @@ class LocalAttrDB:
         with self.engine.connect() as connection:
             return reads.cofiring(
                 connection, self._layers, key, limit=limit, min_count=min_count, order=order
+            )
+
+    def get_partners(
+        self, key: str, *, direction: corpus.Direction = "upstream", limit: int = 20
+    ) -> Partners:
+        """`key`'s strongest sources (``upstream``) or targets (``downstream``) summed over
+        every stored graph, largest total |value| first (see `Partner`).
+
+        Raises `UnknownComponentError` for a key naming no component, and
+        `StaleCorpusTablesError` where `aggregate` is needed first."""
+        with self.engine.connect() as connection:
+            return corpus.partners(connection, self._layers, key, direction=direction, limit=limit)
+
+    def find_prompts_with_edge(
+        self,
+        source: str,
+        target: str,
+        *,
+        min_abs: float | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> EdgeSearchPage:
+        """Prompts where an edge from `source` to `target` (any positions) has |value| >=
+        `min_abs` (default and lowest: the edge index's floor), largest |value| first."""
+        with self.engine.connect() as connection:
+            return corpus.edge_search(
+                connection,
+                self._layers,
+                source,
+                target,
+                min_abs=min_abs,
+                limit=limit,
+                cursor=cursor,
             )
 
     # -- internals -----------------------------------------------------------------------

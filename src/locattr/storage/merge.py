@@ -9,6 +9,8 @@ import numpy as np
 from sqlalchemy import select
 
 from locattr.storage import writes
+from locattr.storage.codec import decode_graph
+from locattr.storage.edge_rows import edge_rows
 from locattr.storage.engine import DatabaseError
 from locattr.storage.models import component_activations_table as ca
 from locattr.storage.models import prompts_table
@@ -46,7 +48,15 @@ def merge_databases(into: LocalAttrDB, other: LocalAttrDB, *, batch_size: int) -
     other_layers = other.get_layers()
     with writes.write_transaction(into.engine) as connection:
         slots = writes.register_layers(connection, other_layers)
-        writes.set_meta(connection, {k: v for k, v in other_meta.items() if k not in into_meta})
+        writes.set_meta(
+            connection,
+            {
+                k: v
+                for k, v in other_meta.items()
+                if k not in into_meta and k != writes.CORPUS_TABLES_STALE_KEY
+            },
+        )
+    floor = into.edge_index_min_abs()
     remap = _component_id_map(other, slots)
 
     existing_contexts = set(into.get_activation_contexts())
@@ -82,6 +92,8 @@ def merge_databases(into: LocalAttrDB, other: LocalAttrDB, *, batch_size: int) -
         prepared = []
         for row in rows:
             entries = by_prompt.get(row[0], [])
+            blob = row[-1]
+            graph = decode_graph(bytes(blob)) if blob is not None else None
             prepared.append(
                 writes.PreparedPrompt(
                     row=dict(zip(_PROMPT_COLUMNS, row[1:], strict=True)),
@@ -89,9 +101,15 @@ def merge_databases(into: LocalAttrDB, other: LocalAttrDB, *, batch_size: int) -
                     max_ci=np.array([e[1] for e in entries], dtype=np.float32),
                     position_blobs=[e[2] for e in entries],
                     ci_sum=np.array([e[3] for e in entries], dtype=np.float32),
+                    edges=None
+                    if graph is None
+                    else edge_rows(
+                        graph, writes.layer_first(graph.layers, slots), graph.edge_value, floor
+                    ),
                 )
             )
         with writes.write_transaction(into.engine) as connection:
+            writes.set_meta(connection, {writes.EDGE_INDEX_MIN_ABS_KEY: floor})
             new_ids = writes.insert_prompts(connection, prepared)
         added += sum(new_id is not None for new_id in new_ids)
         into.checkpoint()

@@ -19,7 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_REVISION = "0003_ci_sum_prompt_postings"
+SCHEMA_REVISION = "0004_corpus_attributions_edges"
 """The alembic revision these models correspond to (checked against alembic's head in tests)."""
 
 
@@ -150,6 +150,42 @@ class PromptPosting(Base):
     component_ids: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class CorpusAttribution(Base):
+    """One (source, target) component pair summed over every stored graph: the sum of its edge
+    values and of their absolute values, as integers in `edge_rows.ATTRIBUTION_UNIT` (exact in
+    any order), and the number of prompts where it has an edge. Written with each prompt."""
+
+    __tablename__ = "corpus_attributions"
+    __table_args__ = (
+        Index("ix_corpus_attributions_target", "target_id"),
+        {"sqlite_with_rowid": False},
+    )
+
+    source_id: Mapped[int] = mapped_column(ForeignKey("components.id"), primary_key=True)
+    target_id: Mapped[int] = mapped_column(ForeignKey("components.id"), primary_key=True)
+    total: Mapped[int] = mapped_column(BigInteger)
+    total_abs: Mapped[int] = mapped_column(BigInteger)
+    prompt_count: Mapped[int] = mapped_column(Integer)
+
+
+class EdgeActivation(Base):
+    """The edge index: per prompt and component pair whose strongest edge there reaches the
+    floor (meta `edge_index_min_abs`), that edge's signed value and positions. One pair's
+    prompts are one contiguous range of the primary key."""
+
+    __tablename__ = "edge_activations"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    source_id: Mapped[int] = mapped_column(ForeignKey("components.id"), primary_key=True)
+    target_id: Mapped[int] = mapped_column(ForeignKey("components.id"), primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(
+        ForeignKey("prompts.id", ondelete="CASCADE"), primary_key=True
+    )
+    value: Mapped[float] = mapped_column(Float)
+    source_position: Mapped[int] = mapped_column(Integer)
+    target_position: Mapped[int] = mapped_column(Integer)
+
+
 meta_table = Base.metadata.tables["meta"]
 layers_table = Base.metadata.tables["layers"]
 components_table = Base.metadata.tables["components"]
@@ -158,3 +194,5 @@ prompts_table = Base.metadata.tables["prompts"]
 component_activations_table = Base.metadata.tables["component_activations"]
 component_postings_table = Base.metadata.tables["component_postings"]
 prompt_postings_table = Base.metadata.tables["prompt_postings"]
+corpus_attributions_table = Base.metadata.tables["corpus_attributions"]
+edge_activations_table = Base.metadata.tables["edge_activations"]

@@ -129,6 +129,8 @@ COMPONENT_SORT_TAGS: dict[str, str] = {"prompt_count": "c", "mean_ci": "m", "max
 """Each component-list order's cursor tag, so a cursor of one order is refused under another."""
 COMPONENT_CURSOR_PATTERN = cursor_pattern("".join(COMPONENT_SORT_TAGS.values()), _NUMBER, _INT)
 """Cursors of the component list: (sort value, component id) of the previous page's last."""
+EDGE_CURSOR_PATTERN = cursor_pattern("e", _NUMBER, _INT)
+"""Edge-search cursors: (|value|, prompt id) of the previous page's last hit."""
 
 
 def encode_id_cursor(last_id: int) -> str:

@@ -200,3 +200,55 @@ class GraphComponentStats:
     """Where one is stored (from the activation contexts)."""
     prompt_count: dict[str, int]
     """Stored prompts each fires in (those firing in none are left out)."""
+
+
+@dataclass(frozen=True)
+class Partner:
+    """A component that one component exchanges attribution with, summed over every stored
+    graph: the sum of the edge values between the two (signed), of their absolute values, and
+    the number of prompts where they have an edge."""
+
+    key: str
+    total: float
+    total_abs: float
+    prompt_count: int
+
+
+@dataclass(frozen=True)
+class Partners:
+    """A component's strongest upstream sources or downstream targets across the corpus."""
+
+    key: str
+    direction: str
+    """``upstream`` (components whose edges end at this one) or ``downstream``."""
+    n_prompts: int
+    n_partners: int
+    """Components with at least one edge to (or from) it, over all pages."""
+    partners: list[Partner]
+
+
+@dataclass(frozen=True)
+class EdgeHit:
+    """A prompt where an edge joins the two components: the strongest such edge there."""
+
+    prompt_id: int
+    max_abs: float
+    value: float
+    """The signed value of that edge."""
+    source_position: int
+    target_position: int
+    preview: str
+    tokens: list[str]
+
+
+@dataclass(frozen=True)
+class EdgeSearchPage:
+    """Prompts where component `source` drives `target` with |value| >= `min_abs`, strongest
+    first (ties by prompt id)."""
+
+    source: str
+    target: str
+    min_abs: float
+    hits: list[EdgeHit]
+    total: int
+    next_cursor: str | None

@@ -10,19 +10,23 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import orjson
 from numpy.typing import NDArray
 from sqlalchemy import Connection, Engine, bindparam, case, func, insert, select, text, update
 
-from locattr.storage.codec import ValueDtype, encode_graph
+from locattr.storage.codec import ValueDtype, encode_graph, stored_edge_values
+from locattr.storage.edge_rows import EdgeRows, PairSums, edge_rows
 from locattr.storage.engine import DatabaseError
 from locattr.storage.index_rows import index_rows
 from locattr.storage.models import (
     activation_contexts_table,
     component_activations_table,
     components_table,
+    corpus_attributions_table,
+    edge_activations_table,
     layers_table,
     meta_table,
     prompts_table,
@@ -50,6 +54,9 @@ class PreparedPrompt:
     max_ci: NDArray[np.float32]
     position_blobs: list[bytes]
     ci_sum: NDArray[np.float32]
+    edges: EdgeRows | None
+    """The corpus attributions and edge index rows it adds; None when they cannot be known (a
+    prompt merged from a database that stored no graph), which leaves those tables stale."""
 
 
 @contextmanager
@@ -116,11 +123,15 @@ def register_layers(connection: Connection, layers: Mapping[str, int]) -> dict[s
 
 
 def prepare_prompt(
-    record: PromptRecord, slots: Mapping[str, LayerSlot], value_dtype: ValueDtype
+    record: PromptRecord,
+    slots: Mapping[str, LayerSlot],
+    value_dtype: ValueDtype,
+    edge_min_abs: float,
 ) -> PreparedPrompt:
     """Encode the graph and map index rows to component ids (outside any transaction)."""
     graph = record.graph.canonical()
     rows = index_rows(graph, decomposed=slots.keys())
+    values = stored_edge_values(graph.edge_value, value_dtype)
     first = np.zeros(len(graph.layers), dtype=np.int64)
     limit = np.zeros(len(graph.layers), dtype=np.int64)
     for i, name in enumerate(graph.layers):
@@ -155,6 +166,15 @@ def prepare_prompt(
         max_ci=rows.max_ci,
         position_blobs=rows.position_blobs(),
         ci_sum=rows.ci_sum,
+        edges=edge_rows(graph, layer_first(graph.layers, slots), values, edge_min_abs),
+    )
+
+
+def layer_first(layers: Sequence[str], slots: Mapping[str, LayerSlot]) -> NDArray[np.int64]:
+    """Per graph layer, its first component id (-1 for layers without components)."""
+    return np.array(
+        [slots[name].first_component_id if name in slots else -1 for name in layers],
+        dtype=np.int64,
     )
 
 
@@ -183,7 +203,9 @@ def insert_prompts(connection: Connection, prompts: Sequence[PreparedPrompt]) ->
         .all()
     )
     id_of = dict(zip(fresh, new_ids, strict=True))
-    _insert_index_rows(connection, [(id_of[i], p) for i, p in fresh.items()])
+    stored = [(id_of[i], p) for i, p in fresh.items()]
+    _insert_index_rows(connection, stored)
+    _insert_edge_rows(connection, stored)
     seen: set[object] = set()
     result: list[int | None] = []
     for identity in identities:
@@ -218,6 +240,93 @@ def _insert_index_rows(
     all_ids = np.concatenate([p.component_ids for _, p in prompts])
     all_ci = np.concatenate([p.max_ci for _, p in prompts]).astype(np.float64)
     bump_component_counters(connection, all_ids, all_ci)
+
+
+def _insert_edge_rows(
+    connection: Connection, prompts: Sequence[tuple[int, PreparedPrompt]]
+) -> None:
+    """The prompts' edge index rows, and their pair sums added to the corpus attributions."""
+    known = [(prompt_id, p.edges) for prompt_id, p in prompts if p.edges is not None]
+    if len(known) < len(prompts):
+        mark_corpus_tables_stale(connection, "it holds prompts merged without their graphs")
+    insert_edge_index_rows(connection, known)
+    add_corpus_attributions(connection, PairSums.combine([edges.pairs for _, edges in known]))
+
+
+def insert_edge_index_rows(connection: Connection, prompts: Sequence[tuple[int, EdgeRows]]) -> None:
+    rows = [
+        {
+            "source_id": s,
+            "target_id": t,
+            "prompt_id": prompt_id,
+            "value": v,
+            "source_position": sp,
+            "target_position": tp,
+        }
+        for prompt_id, edges in prompts
+        for s, t, v, sp, tp in zip(
+            edges.strong.source.tolist(),
+            edges.strong.target.tolist(),
+            edges.strong.value.tolist(),
+            edges.strong.source_position.tolist(),
+            edges.strong.target_position.tolist(),
+            strict=True,
+        )
+    ]
+    if rows:
+        connection.execute(insert(edge_activations_table), rows)
+
+
+def add_corpus_attributions(connection: Connection, sums: PairSums) -> None:
+    """Add pair sums to the stored totals (inserting pairs not seen before)."""
+    if not len(sums):
+        return
+    table = corpus_attributions_table
+    upsert = _dialect_insert(connection)(table)
+    upsert = upsert.on_conflict_do_update(
+        index_elements=[table.c.source_id, table.c.target_id],
+        set_={
+            "total": table.c.total + upsert.excluded.total,
+            "total_abs": table.c.total_abs + upsert.excluded.total_abs,
+            "prompt_count": table.c.prompt_count + upsert.excluded.prompt_count,
+        },
+    )
+    connection.execute(
+        upsert,
+        [
+            {"source_id": s, "target_id": t, "total": v, "total_abs": a, "prompt_count": n}
+            for s, t, v, a, n in zip(
+                sums.source.tolist(),
+                sums.target.tolist(),
+                sums.total.tolist(),
+                sums.total_abs.tolist(),
+                sums.prompt_count.tolist(),
+                strict=True,
+            )
+        ],
+    )
+
+
+CORPUS_TABLES_STALE_KEY = "corpus_tables_stale"
+"""Meta key present (with the reason) while the corpus attributions and edge index miss some
+stored prompts; `locattr db aggregate` rebuilds them and removes it."""
+
+EDGE_INDEX_MIN_ABS_KEY = "edge_index_min_abs"
+
+
+def mark_corpus_tables_stale(connection: Connection, reason: str) -> None:
+    set_meta(connection, {CORPUS_TABLES_STALE_KEY: reason})
+
+
+def _dialect_insert(connection: Connection) -> Any:
+    """The dialect's INSERT with ON CONFLICT (SQLite and PostgreSQL spell it alike)."""
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
 
 
 def bump_component_counters(

@@ -1,0 +1,192 @@
+"""Reads of the corpus tables: a component's partners across the corpus (corpus attributions)
+and the prompts where one component drives another (the edge index).
+
+Like `reads`, each function runs on one open connection, for `LocalAttrDB` and the API alike.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, TypeAlias, get_args
+
+from sqlalchemy import Connection, func, select
+
+from locattr.errors import LocattrError
+from locattr.storage import queries
+from locattr.storage.edge_rows import ATTRIBUTION_UNIT, EDGE_INDEX_MIN_ABS
+from locattr.storage.keys import ComponentKey
+from locattr.storage.models import corpus_attributions_table as attributions
+from locattr.storage.models import edge_activations_table as edges
+from locattr.storage.reads import LayerCache, get_meta, get_prompts, prompt_count
+from locattr.storage.records import EdgeHit, EdgeSearchPage, Partner, Partners
+from locattr.storage.writes import CORPUS_TABLES_STALE_KEY, EDGE_INDEX_MIN_ABS_KEY
+
+Direction: TypeAlias = Literal["upstream", "downstream"]
+DIRECTIONS: tuple[Direction, ...] = get_args(Direction)
+
+
+class UnknownComponentError(LocattrError):
+    """A well-formed key that names no component of this database."""
+
+
+class StaleCorpusTablesError(LocattrError):
+    """The corpus attributions and edge index do not cover every stored prompt."""
+
+
+def edge_index_min_abs(connection: Connection) -> float:
+    """The edge index's floor: recorded by the first write, the default before."""
+    value = get_meta(connection).get(EDGE_INDEX_MIN_ABS_KEY)
+    return EDGE_INDEX_MIN_ABS if value is None else float(value)
+
+
+def check_fresh(connection: Connection) -> None:
+    """Refuse to answer from corpus tables that miss prompts (a database older than them)."""
+    reason = get_meta(connection).get(CORPUS_TABLES_STALE_KEY)
+    if reason is not None:
+        raise StaleCorpusTablesError(
+            f"this database's corpus attributions and edge index are incomplete ({reason}): "
+            "run `locattr db aggregate --db <database>` to build them from the stored graphs"
+        )
+
+
+def partners(
+    connection: Connection, layers: LayerCache, key: str, *, direction: Direction, limit: int
+) -> Partners:
+    """The components sending attribution to `key` (``upstream``) or receiving it from `key`
+    (``downstream``), summed over every stored graph, largest total |value| first."""
+    if direction not in DIRECTIONS:
+        raise queries.QueryError(f"direction must be upstream or downstream, got {direction!r}")
+    queries.check_limit(limit)
+    component = ComponentKey.parse(key)
+    component_id = _known(connection, layers, component)
+    check_fresh(connection)
+    mine, other = (
+        (attributions.c.target_id, attributions.c.source_id)
+        if direction == "upstream"
+        else (attributions.c.source_id, attributions.c.target_id)
+    )
+    rows = connection.execute(
+        select(other, attributions.c.total, attributions.c.total_abs, attributions.c.prompt_count)
+        .where(mine == component_id)
+        .order_by(attributions.c.total_abs.desc(), other)
+        .limit(limit)
+    ).all()
+    n_partners = connection.execute(
+        select(func.count()).select_from(attributions).where(mine == component_id)
+    ).scalar_one()
+    return Partners(
+        key=str(component),
+        direction=direction,
+        n_prompts=prompt_count(connection),
+        n_partners=int(n_partners),
+        partners=[
+            Partner(
+                key=layers.key_of(connection, other_id),
+                total=total * ATTRIBUTION_UNIT,
+                total_abs=total_abs * ATTRIBUTION_UNIT,
+                prompt_count=count,
+            )
+            for other_id, total, total_abs, count in rows
+        ],
+    )
+
+
+def edge_search(
+    connection: Connection,
+    layers: LayerCache,
+    source: str,
+    target: str,
+    *,
+    min_abs: float | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> EdgeSearchPage:
+    """Prompts where an edge from component `source` to component `target` (at any positions)
+    has |value| >= `min_abs` (the index floor when None), largest |value| first."""
+    queries.check_limit(limit)
+    keys = ComponentKey.parse(source), ComponentKey.parse(target)
+    floor = edge_index_min_abs(connection)
+    wanted = floor if min_abs is None else min_abs
+    if not math.isfinite(wanted) or wanted < 0:
+        raise queries.QueryError(f"min_abs must be a finite number >= 0, got {wanted}")
+    if wanted < floor:
+        raise queries.QueryError(
+            f"min_abs {wanted:g} is below the edge index's floor {floor:g} (weaker edges are not "
+            f"indexed): ask for {floor:g} or more, or rebuild the index with "
+            "`locattr db aggregate --edge-min-abs <value>`"
+        )
+    after = _decode_edge_cursor(cursor)
+    source_id, target_id = (_known(connection, layers, key) for key in keys)
+    _check_connectable(connection, layers, *keys)
+    check_fresh(connection)
+    magnitude = func.abs(edges.c.value)
+    rows: list[tuple[int, float, int, int]] = [
+        (int(p), float(v), int(sp), int(tp))
+        for p, v, sp, tp in connection.execute(
+            select(
+                edges.c.prompt_id, edges.c.value, edges.c.source_position, edges.c.target_position
+            ).where(
+                edges.c.source_id == source_id,
+                edges.c.target_id == target_id,
+                magnitude >= wanted,
+            )
+        )
+    ]
+    ranked = sorted(rows, key=lambda row: (-abs(row[1]), row[0]))
+    if after is not None:
+        ranked = [r for r in ranked if (-abs(r[1]), r[0]) > (-after[0], after[1])]
+    page = ranked[:limit]
+    info = {p.id: p for p in get_prompts(connection, [r[0] for r in page])}
+    hits = [
+        EdgeHit(
+            prompt_id=prompt_id,
+            max_abs=abs(value),
+            value=value,
+            source_position=source_position,
+            target_position=target_position,
+            preview=info[prompt_id].preview(),
+            tokens=info[prompt_id].tokens,
+        )
+        for prompt_id, value, source_position, target_position in page
+    ]
+    last = page[-1] if page else None
+    return EdgeSearchPage(
+        source=str(keys[0]),
+        target=str(keys[1]),
+        min_abs=wanted,
+        hits=hits,
+        total=len(rows),
+        next_cursor=queries.encode_cursor("e", abs(last[1]), last[0])
+        if last is not None and len(ranked) > limit
+        else None,
+    )
+
+
+def _decode_edge_cursor(cursor: str | None) -> tuple[float, int] | None:
+    if not cursor:
+        return None
+    values = queries.decode_cursor("e", cursor)
+    if len(values) != 2 or not isinstance(values[1], int):
+        raise queries.CursorError(f"invalid cursor {cursor!r}: not an edge-search cursor")
+    return float(values[0]), values[1]
+
+
+def _known(connection: Connection, layers: LayerCache, key: ComponentKey) -> int:
+    component_id = layers.component_id(connection, key)
+    if component_id is None:
+        raise UnknownComponentError(
+            f"no component {key} in this database: list them with GET /api/components"
+        )
+    return component_id
+
+
+def _check_connectable(
+    connection: Connection, layers: LayerCache, source: ComponentKey, target: ComponentKey
+) -> None:
+    """Edges run from a layer to a later one (in model order): refuse pairs that cannot."""
+    slots = layers.slots(connection)
+    if slots[source.layer].first_component_id >= slots[target.layer].first_component_id:
+        raise queries.QueryError(
+            f"no edge can run from {source} to {target}: edges go from a layer to a later one, "
+            f"and {target.layer} does not come after {source.layer}"
+        )
