@@ -1,4 +1,5 @@
-"""Helpers for generate tests: read a built database back as {identity: graph}, check it whole."""
+"""Helpers for generate tests: read a built database back as {identity: graph}, check it whole
+(index rows, counters, and the corpus tables against an oracle over the stored graphs)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,12 @@ from sqlalchemy import text
 
 from locattr import LocalAttrDB
 from locattr.graph import Graph
+from locattr.storage.edge_rows import ATTRIBUTION_UNIT
+
+PairTotals = dict[tuple[str, str], tuple[int, int, int]]
+"""(source key, target key) -> (total, total_abs in attribution units, prompt count)."""
+StrongEdges = dict[tuple[str, str, str], tuple[float, int, int]]
+"""(prompt identity, source key, target key) -> (value, source position, target position)."""
 
 
 def graphs_by_identity(target: str) -> dict[str, Graph]:
@@ -29,6 +36,7 @@ def assert_same_builds(left: str, right: str) -> None:
     for identity, graph in a.items():
         scale = float(np.abs(graph.edge_value).max(initial=1.0))
         assert graph.same_as(b[identity], rtol=1e-4, atol=1e-6 * scale), identity
+    assert_same_corpus_tables(left, right)
 
 
 def assert_consistent(target: str) -> None:
@@ -53,3 +61,120 @@ def assert_consistent(target: str) -> None:
             )
         ).scalar_one()
     assert (orphans, bare, miscounted) == (0, 0, 0)
+    if _holds_graphs(target):
+        assert_corpus_tables_match_graphs(target)
+
+
+def _holds_graphs(target: str) -> bool:
+    with LocalAttrDB(target, readonly=True) as db:
+        first = next(db.iter_prompts(page_size=1), None)
+        return first is not None and first.has_graph
+
+
+def corpus_oracle(target: str) -> tuple[PairTotals, StrongEdges]:
+    """The corpus tables as their definition says, from the stored graphs, one edge at a time:
+    each component-to-component edge value in whole attribution units, summed per pair; per
+    prompt and pair the strongest edge (the first in stored order on ties) if it reaches the
+    recorded floor."""
+    totals: dict[tuple[str, str], list[int]] = {}
+    strong: StrongEdges = {}
+    with LocalAttrDB(target, readonly=True) as db:
+        floor = db.edge_index_min_abs()
+        layers = set(db.get_layers())
+        for info in db.iter_prompts():
+            graph = db.get_graph(info.id)
+            assert graph is not None
+            key = [
+                f"{graph.layers[layer]}:{component}" if graph.layers[layer] in layers else None
+                for layer, component in zip(
+                    graph.node_layer.tolist(), graph.node_component.tolist(), strict=True
+                )
+            ]
+            best: dict[tuple[str, str], tuple[float, int, int]] = {}
+            seen: set[tuple[str, str]] = set()
+            for s, t, v in zip(
+                graph.edge_source.tolist(),
+                graph.edge_target.tolist(),
+                graph.edge_value.tolist(),
+                strict=True,
+            ):
+                if key[s] is None or key[t] is None:
+                    continue
+                pair = (key[s], key[t])
+                units = round(v / ATTRIBUTION_UNIT)
+                entry = totals.setdefault(pair, [0, 0, 0])
+                entry[0] += units
+                entry[1] += abs(units)
+                if pair not in seen:
+                    seen.add(pair)
+                    entry[2] += 1
+                if pair not in best or abs(v) > abs(best[pair][0]):
+                    best[pair] = (v, int(graph.node_pos[s]), int(graph.node_pos[t]))
+            for pair, edge in best.items():
+                if abs(edge[0]) >= floor:
+                    strong[(info.identity, *pair)] = edge
+    return {pair: (a, b, c) for pair, (a, b, c) in totals.items()}, strong
+
+
+def stored_corpus_tables(target: str) -> tuple[PairTotals, StrongEdges]:
+    """The corpus tables as stored, by keys and prompt identities."""
+    with LocalAttrDB(target, readonly=True) as db, db.engine.connect() as connection:
+        key_of = _component_keys(db)
+        totals = {
+            (key_of[s], key_of[t]): (total, total_abs, count)
+            for s, t, total, total_abs, count in connection.execute(
+                text(
+                    "SELECT source_id, target_id, total, total_abs, prompt_count "
+                    "FROM corpus_attributions"
+                )
+            )
+        }
+        strong = {
+            (identity, key_of[s], key_of[t]): (value, sp, tp)
+            for identity, s, t, value, sp, tp in connection.execute(
+                text(
+                    "SELECT p.identity, e.source_id, e.target_id, e.value, e.source_position, "
+                    "e.target_position FROM edge_activations e JOIN prompts p ON p.id = e.prompt_id"
+                )
+            )
+        }
+    return totals, strong
+
+
+def _component_keys(db: LocalAttrDB) -> dict[int, str]:
+    return {
+        slot.first_component_id + index: f"{name}:{index}"
+        for name, slot in db.layer_slots().items()
+        for index in range(slot.n_components)
+    }
+
+
+def assert_corpus_tables_match_graphs(target: str) -> None:
+    """The corpus attributions and edge index hold exactly what the stored graphs give."""
+    with LocalAttrDB(target, readonly=True) as db:
+        assert "corpus_tables_stale" not in db.get_meta()
+    totals, strong = stored_corpus_tables(target)
+    expected_totals, expected_strong = corpus_oracle(target)
+    assert totals == expected_totals
+    assert strong.keys() == expected_strong.keys()
+    for key, (value, sp, tp) in strong.items():
+        assert (np.float32(value), sp, tp) == (np.float32(expected_strong[key][0]),) + tuple(
+            expected_strong[key][1:]
+        ), key
+
+
+def assert_same_corpus_tables(left: str, right: str) -> None:
+    """Two builds of the same prompts hold the same corpus tables, up to the float32 rounding by
+    which their graphs may differ (`assert_same_builds`): the same pairs, prompt counts and
+    indexed edges, totals to 1e-4 relative."""
+    (a_totals, a_strong), (b_totals, b_strong) = (
+        stored_corpus_tables(left),
+        stored_corpus_tables(right),
+    )
+    assert a_totals.keys() == b_totals.keys()
+    for pair, (total, total_abs, count) in a_totals.items():
+        other = b_totals[pair]
+        assert count == other[2], pair
+        scale = max(total_abs, other[1], 1) * 1e-4 + 64
+        assert abs(total - other[0]) <= scale and abs(total_abs - other[1]) <= scale, pair
+    assert a_strong.keys() == b_strong.keys()

@@ -37,6 +37,7 @@ def _cursor(pattern: str) -> Any:
 IdCursorParam = Annotated[str | None, _cursor(queries.ID_CURSOR_PATTERN)]
 SearchCursorParam = Annotated[str | None, _cursor(queries.SEARCH_CURSOR_PATTERN)]
 ComponentCursorParam = Annotated[str | None, _cursor(queries.COMPONENT_CURSOR_PATTERN)]
+EdgeCursorParam = Annotated[str | None, _cursor(queries.EDGE_CURSOR_PATTERN)]
 KeyParam = Annotated[
     str,
     Path(

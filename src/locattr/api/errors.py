@@ -13,6 +13,7 @@ from locattr.api.database import QueryTimeoutError
 from locattr.api.schemas import ErrorBody
 from locattr.errors import LocattrError
 from locattr.storage import ComponentKeyError, CursorError, DatabaseError, GraphCodecError
+from locattr.storage.corpus import StaleCorpusTablesError, UnknownComponentError
 from locattr.storage.queries import QueryError
 
 
@@ -22,6 +23,8 @@ class NotFoundError(LocattrError):
 
 _STATUS: list[tuple[type[LocattrError], int, str]] = [
     (NotFoundError, 404, "not_found"),
+    (UnknownComponentError, 404, "not_found"),
+    (StaleCorpusTablesError, 409, "corpus_tables_stale"),
     (ComponentKeyError, 422, "malformed_component_key"),
     (CursorError, 422, "invalid_cursor"),
     (QueryError, 422, "invalid_query"),
@@ -32,6 +35,11 @@ _STATUS: list[tuple[type[LocattrError], int, str]] = [
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorBody, "description": "No such prompt, component or path."},
+    409: {
+        "model": ErrorBody,
+        "description": "The database cannot answer this yet: its corpus attributions and edge "
+        "index miss prompts until `locattr db aggregate` rebuilds them.",
+    },
     422: {"model": ErrorBody, "description": "A parameter is malformed or out of range."},
     503: {
         "model": ErrorBody,

@@ -312,3 +312,99 @@ class ActivationContextPage(BaseModel):
     items: list[ActivationContextItem]
     count: int = Field(description="Components with stored activation contexts.")
     next_cursor: str | None
+
+
+class Partner(BaseModel):
+    key: str
+    total: float = Field(
+        description="Sum over every stored graph of the values of the edges between the two "
+        "components (signed: positive when one raises the other on balance)."
+    )
+    total_abs: float = Field(description="Sum over every stored graph of those edges' |value|.")
+    prompt_count: int = Field(description="Prompts whose graph has an edge between the two.")
+
+
+class PartnerList(BaseModel):
+    """A component's strongest sources (upstream) or targets (downstream), summed over every
+    stored graph."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "key": "h.0.mlp.down_proj:5",
+                    "direction": "upstream",
+                    "n_prompts": 200,
+                    "n_partners": 1,
+                    "items": [
+                        {
+                            "key": "h.0.mlp.c_fc:3",
+                            "total": -12.5,
+                            "total_abs": 14.25,
+                            "prompt_count": 40,
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    key: str
+    direction: Literal["upstream", "downstream"] = Field(
+        description="`upstream`: components whose edges end at this one; `downstream`: "
+        "components its edges end at."
+    )
+    n_prompts: int = Field(description="Prompts in the database.")
+    n_partners: int = Field(
+        description="Components with at least one edge to (or from) it, not only the `limit` "
+        "listed."
+    )
+    items: list[Partner] = Field(description="Largest `total_abs` first; ties: model order.")
+
+
+class EdgeHit(BaseModel):
+    id: int = Field(description="The prompt's id.")
+    max_abs: float = Field(description="|value| of the strongest edge between the two there.")
+    value: float = Field(description="That edge's signed value.")
+    source_position: int = Field(description="Token position of that edge's source node.")
+    target_position: int = Field(description="Token position of that edge's target node.")
+    preview: str
+    tokens: list[str] = Field(description="The prompt's tokens, which the positions index.")
+
+
+class EdgeSearchResults(BaseModel):
+    """Prompts where one component drives another, strongest edge first."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "source": "h.0.mlp.c_fc:3",
+                    "target": "h.0.mlp.down_proj:5",
+                    "min_abs": 0.3,
+                    "total": 1,
+                    "next_cursor": None,
+                    "results": [
+                        {
+                            "id": 12,
+                            "max_abs": 0.75,
+                            "value": -0.75,
+                            "source_position": 2,
+                            "target_position": 2,
+                            "preview": "Once upon a time",
+                            "tokens": ["Once", " upon", " a", " time"],
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    source: str
+    target: str
+    min_abs: float = Field(description="The |value| the strongest edge reaches in every result.")
+    total: int = Field(description="Matching prompts over all pages.")
+    next_cursor: str | None
+    results: list[EdgeHit] = Field(
+        description="Largest `max_abs` first; ties: lower prompt id first."
+    )

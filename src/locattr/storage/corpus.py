@@ -105,6 +105,9 @@ def edge_search(
     has |value| >= `min_abs` (the index floor when None), largest |value| first."""
     queries.check_limit(limit)
     keys = ComponentKey.parse(source), ComponentKey.parse(target)
+    # Unknown components first: a well-formed request naming none of this database's components
+    # is a 404 whatever its min_abs (the floor is this database's, the schema cannot state it).
+    source_id, target_id = (_known(connection, layers, key) for key in keys)
     floor = edge_index_min_abs(connection)
     wanted = floor if min_abs is None else min_abs
     if not math.isfinite(wanted) or wanted < 0:
@@ -116,7 +119,6 @@ def edge_search(
             "`locattr db aggregate --edge-min-abs <value>`"
         )
     after = _decode_edge_cursor(cursor)
-    source_id, target_id = (_known(connection, layers, key) for key in keys)
     _check_connectable(connection, layers, *keys)
     check_fresh(connection)
     magnitude = func.abs(edges.c.value)

@@ -1,5 +1,5 @@
 """Components: the most frequent ones, one or many components' statistics, activation
-contexts."""
+contexts, co-firing and corpus attribution partners."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from locattr.api.deps import ComponentCursorParam, DatabaseDep, IdCursorParam, K
 from locattr.api.errors import ERROR_RESPONSES, NotFoundError
 from locattr.api.routers.prompts import LimitParam
 from locattr.api.settings import MAX_KEY_LIST_CHARS
-from locattr.storage import ComponentStats, reads
+from locattr.storage import ComponentStats, corpus, reads
 from locattr.storage.keys import key_list_pattern
 from locattr.storage.queries import MAX_PAGE_SIZE, ComponentSort, QueryError
 from locattr.storage.reads import DEFAULT_MIN_COUNT, CofiringOrder
@@ -22,6 +22,7 @@ router = APIRouter(prefix="/api", tags=["components"], responses=ERROR_RESPONSES
 
 COFIRING_SAMPLE = 200
 COFIRING_LIMIT = 20
+PARTNERS_LIMIT = 20
 MAX_DETAIL_KEYS = 500
 MAX_DETAIL_EXAMPLES = 20
 LayerParam = Annotated[str | None, Query(max_length=300, description="Only this layer.")]
@@ -141,6 +142,48 @@ async def get_cofiring(
     if listing is None:
         raise NotFoundError(f"no component {key} in this database (see /api/layers)")
     return listing
+
+
+@router.get("/components/{key}/partners", response_model=schemas.PartnerList)
+async def get_partners(
+    database: DatabaseDep,
+    key: KeyParam,
+    direction: Annotated[
+        corpus.Direction,
+        Query(
+            description="`upstream`: the components sending attribution to this one (its edges' "
+            "sources); `downstream`: those receiving it (its edges' targets)."
+        ),
+    ] = "upstream",
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_PAGE_SIZE, description="How many partners, strongest first.")
+    ] = PARTNERS_LIMIT,
+) -> schemas.PartnerList:
+    """The components this one exchanges attribution with across the corpus (corpus
+    attributions). For a partner B of component A: `total` is the sum, over every stored graph,
+    of the values of the edges between A and B (at any positions; from B to A upstream, from A
+    to B downstream), `total_abs` the sum of their |value|, and `prompt_count` the number of
+    prompts whose graph has such an edge. Only component-to-component edges count (not those
+    from input embeddings or to output tokens). Largest `total_abs` first; ties: model order.
+    A database built before corpus attributions answers 409 until `locattr db aggregate` has
+    run."""
+
+    def read(sync_connection: Connection) -> schemas.PartnerList:
+        found = corpus.partners(
+            sync_connection, database.layers, key, direction=direction, limit=limit
+        )
+        return schemas.PartnerList(
+            key=found.key,
+            direction=direction,
+            n_prompts=found.n_prompts,
+            n_partners=found.n_partners,
+            items=[
+                schemas.Partner.model_validate(partner, from_attributes=True)
+                for partner in found.partners
+            ],
+        )
+
+    return await database.run(read)
 
 
 @router.get("/component_details", response_model=schemas.ComponentDetails)

@@ -1,20 +1,22 @@
-"""Search: prompts where all (or any) of a set of components fire, and none of another set."""
+"""Search: prompts where all (or any) of a set of components fire, and none of another set;
+prompts where one component drives another (the edge index)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Response
 from sqlalchemy import Connection
 
 from locattr.api import schemas
-from locattr.api.deps import DatabaseDep, SearchCursorParam
+from locattr.api.deps import DatabaseDep, EdgeCursorParam, SearchCursorParam
 from locattr.api.errors import ERROR_RESPONSES
 from locattr.api.routers.prompts import LimitParam
 from locattr.api.settings import MAX_QUERY_CHARS
-from locattr.storage import SearchPage, reads
-from locattr.storage.keys import key_list_pattern
+from locattr.storage import SearchPage, corpus, reads
+from locattr.storage.edge_rows import EDGE_INDEX_MIN_ABS
+from locattr.storage.keys import KEY_PATTERN, MAX_KEY_CHARS, key_list_pattern
 from locattr.storage.queries import QueryError, Rank
 
 router = APIRouter(prefix="/api", tags=["search"], responses=ERROR_RESPONSES)
@@ -130,3 +132,71 @@ def search_body(query: list[str], mode: str, page: SearchPage, exclude: list[str
         "idf": page.idf,
     }
     return Response(orjson.dumps(body), media_type="application/json")
+
+
+def _edge_end(role: str) -> Any:
+    return Query(
+        max_length=MAX_KEY_CHARS,
+        description=f"The {role} component's key `layer:index`.",
+        json_schema_extra={"pattern": KEY_PATTERN},
+    )
+
+
+@router.get("/search/edges", response_model=schemas.EdgeSearchResults)
+async def search_edges(
+    database: DatabaseDep,
+    source: Annotated[str, _edge_end("source (earlier layer)")],
+    target: Annotated[str, _edge_end("target (later layer)")],
+    min_abs: Annotated[
+        float | None,
+        Query(
+            ge=0,
+            allow_inf_nan=False,
+            description="Only prompts where the strongest edge from `source` to `target` has "
+            "|value| at least this; at least the edge index's floor (`edge_index_min_abs` in "
+            f"`/api/meta`, {EDGE_INDEX_MIN_ABS:g} unless the database was aggregated with "
+            "another), which is also the default.",
+        ),
+    ] = None,
+    limit: LimitParam = 50,
+    cursor: EdgeCursorParam = None,
+) -> schemas.EdgeSearchResults:
+    """Prompts where component `source` drives component `target`: an edge from one to the
+    other (at any positions) with |value| ≥ `min_abs`, read from the edge index, which keeps
+    per prompt and component pair the strongest edge when its |value| reaches the floor (weaker
+    edges are not indexed: rebuild it with `locattr db aggregate --edge-min-abs X` to go lower).
+    Each result gives that strongest edge: its |value| (`max_abs`), signed value and positions.
+    Largest `max_abs` first; ties: lower prompt id. A database built before the edge index
+    answers 409 until `locattr db aggregate` has run."""
+
+    def read(sync_connection: Connection) -> schemas.EdgeSearchResults:
+        page = corpus.edge_search(
+            sync_connection,
+            database.layers,
+            source,
+            target,
+            min_abs=min_abs,
+            limit=limit,
+            cursor=cursor,
+        )
+        return schemas.EdgeSearchResults(
+            source=page.source,
+            target=page.target,
+            min_abs=page.min_abs,
+            total=page.total,
+            next_cursor=page.next_cursor,
+            results=[
+                schemas.EdgeHit(
+                    id=hit.prompt_id,
+                    max_abs=hit.max_abs,
+                    value=hit.value,
+                    source_position=hit.source_position,
+                    target_position=hit.target_position,
+                    preview=hit.preview,
+                    tokens=hit.tokens,
+                )
+                for hit in page.hits
+            ],
+        )
+
+    return await database.run(read)
