@@ -5,7 +5,8 @@ Revises: 0003_ci_sum_prompt_postings
 Create Date: 2026-12-03 12:40:00.000000
 
 - ``corpus_attributions``: every component pair's edge values summed over the stored graphs.
-- ``edge_activations``: per prompt, the component pairs whose strongest edge reaches a floor.
+- ``edge_activations``: per prompt, the component pairs whose strongest edge reaches a floor;
+  ``edge_postings`` the same packed per pair.
 
 Both are written with each prompt from now on. A database that already holds prompts gets them
 empty and marked stale (meta ``corpus_tables_stale``) until `locattr db aggregate` fills them
@@ -53,6 +54,17 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("source_id", "target_id", "prompt_id"),
         sqlite_with_rowid=False,
     )
+    op.create_table(
+        "edge_postings",
+        sa.Column("source_id", sa.Integer(), nullable=False),
+        sa.Column("target_id", sa.Integer(), nullable=False),
+        sa.Column("prompt_ids", sa.LargeBinary(), nullable=False),
+        sa.Column("edge_values", sa.LargeBinary(), nullable=False),
+        sa.Column("positions", sa.LargeBinary(), nullable=False),
+        sa.ForeignKeyConstraint(["source_id"], ["components.id"]),
+        sa.ForeignKeyConstraint(["target_id"], ["components.id"]),
+        sa.PrimaryKeyConstraint("source_id", "target_id"),
+    )
     bind = op.get_bind()
     if bind.execute(sa.text("SELECT 1 FROM prompts LIMIT 1")).first() is not None:
         bind.execute(
@@ -63,6 +75,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DELETE FROM meta WHERE key IN ('corpus_tables_stale', 'edge_index_min_abs')")
+    op.drop_table("edge_postings")
     op.drop_table("edge_activations")
     op.drop_index("ix_corpus_attributions_target", table_name="corpus_attributions")
     op.drop_table("corpus_attributions")

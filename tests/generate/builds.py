@@ -8,6 +8,7 @@ from sqlalchemy import text
 
 from locattr import LocalAttrDB
 from locattr.graph import Graph
+from locattr.storage import edge_postings
 from locattr.storage.edge_rows import ATTRIBUTION_UNIT
 
 PairTotals = dict[tuple[str, str], tuple[int, int, int]]
@@ -129,13 +130,16 @@ def stored_corpus_tables(target: str) -> tuple[PairTotals, StrongEdges]:
                 )
             )
         }
+        identity_of = {p.id: p.identity for p in db.iter_prompts()}
         strong = {
-            (identity, key_of[s], key_of[t]): (value, sp, tp)
-            for identity, s, t, value, sp, tp in connection.execute(
-                text(
-                    "SELECT p.identity, e.source_id, e.target_id, e.value, e.source_position, "
-                    "e.target_position FROM edge_activations e JOIN prompts p ON p.id = e.prompt_id"
-                )
+            (identity_of[p], key_of[s], key_of[t]): (value, sp, tp)
+            for s, t, entries in edge_postings.all_entries(connection)
+            for p, value, sp, tp in zip(
+                entries.prompt_ids.tolist(),
+                entries.values.tolist(),
+                entries.source_positions.tolist(),
+                entries.target_positions.tolist(),
+                strict=True,
             )
         }
     return totals, strong

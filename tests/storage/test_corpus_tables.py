@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from alembic import command
+from sqlalchemy import text
 
 from locattr import LocalAttrDB
 from locattr.storage import DatabaseError, PromptRecord, QueryError, resolve_target, writes
@@ -30,12 +31,22 @@ def records(seed: int, n: int) -> list[PromptRecord]:
     return [random_record(rng, n_nodes=24, n_edges=80) for _ in range(n)]
 
 
-def filled(target: str, prompts: list[PromptRecord], batch: int) -> str:
+def filled(
+    target: str, prompts: list[PromptRecord], batch: int, *, pack_after: int | None = None
+) -> str:
+    """`prompts` written `batch` at a time; the edge index packed once `pack_after` are in."""
     with LocalAttrDB(target) as db:
         db.register_layers(LAYERS)
         for start in range(0, len(prompts), batch):
             db.add_prompts(prompts[start : start + batch])
+            if pack_after is not None and start < pack_after <= start + batch:
+                db.build_postings()
     return target
+
+
+def unpacked_rows(target: str) -> int:
+    with LocalAttrDB(target, readonly=True) as db, db.engine.connect() as connection:
+        return connection.execute(text("SELECT count(*) FROM edge_activations")).scalar_one()
 
 
 def test_tables_hold_what_the_graphs_give_in_any_batching(db_url: str, tmp_path: Path) -> None:
@@ -44,8 +55,13 @@ def test_tables_hold_what_the_graphs_give_in_any_batching(db_url: str, tmp_path:
     assert_corpus_tables_match_graphs(db_url)
     totals, strong = stored_corpus_tables(db_url)
     assert len(strong) > 20 and len(totals) > 100  # the check above compared something
-    one_by_one = filled(str(tmp_path / "one.db"), prompts[::-1], batch=1)
+    one_by_one = filled(str(tmp_path / "one.db"), prompts[::-1], batch=1, pack_after=10)
+    assert 0 < unpacked_rows(one_by_one) < len(strong)  # read from postings and rows alike
     assert stored_corpus_tables(one_by_one) == (totals, strong)  # integer sums: exactly
+    with LocalAttrDB(db_url) as db:
+        db.build_postings()
+    assert unpacked_rows(db_url) == 0
+    assert stored_corpus_tables(db_url) == (totals, strong)
 
 
 def test_merged_shards_equal_one_build_and_known_prompts_count_once(
@@ -146,7 +162,7 @@ def test_partners_are_the_largest_sums_in_each_direction(db_url: str) -> None:
 
 
 def test_edge_search_finds_the_prompts_the_graphs_say_strongest_first(db_url: str) -> None:
-    filled(db_url, records(8, 30), batch=6)
+    filled(db_url, records(8, 30), batch=6, pack_after=12)
     _, strong = corpus_oracle(db_url)
     pairs: dict[tuple[str, str], list[tuple[float, str]]] = {}
     for (identity, source, target), (value, _, _) in strong.items():

@@ -8,11 +8,16 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, func, select
 
-from locattr.storage import writes
+from locattr.storage import edge_postings, writes
 from locattr.storage.codec import decode_graph
 from locattr.storage.edge_rows import PairSums, edge_rows
 from locattr.storage.engine import DatabaseError
-from locattr.storage.models import corpus_attributions_table, edge_activations_table, meta_table
+from locattr.storage.models import (
+    corpus_attributions_table,
+    edge_activations_table,
+    edge_postings_table,
+    meta_table,
+)
 from locattr.storage.models import prompts_table as prompts
 
 _GRAPHS_PER_BATCH = 64
@@ -50,6 +55,7 @@ def rebuild(
         )
     total = connection.execute(select(func.count()).select_from(prompts)).scalar_one()
     connection.execute(delete(edge_activations_table))
+    connection.execute(delete(edge_postings_table))
     connection.execute(delete(corpus_attributions_table))
     slots = writes.read_layer_slots(connection)
     pending: list[PairSums] = []
@@ -85,6 +91,7 @@ def rebuild(
     sums = PairSums.combine(merged + pending)
     for start in range(0, len(sums), _ROWS_PER_INSERT):
         writes.add_corpus_attributions(connection, sums.slice(start, start + _ROWS_PER_INSERT))
+    edge_postings.pack(connection)
     connection.execute(delete(meta_table).where(meta_table.c.key == writes.CORPUS_TABLES_STALE_KEY))
     writes.set_meta(connection, {writes.EDGE_INDEX_MIN_ABS_KEY: edge_min_abs})
     return AggregateReport(

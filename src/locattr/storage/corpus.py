@@ -9,14 +9,14 @@ from __future__ import annotations
 import math
 from typing import Literal, TypeAlias, get_args
 
+import numpy as np
 from sqlalchemy import Connection, func, select
 
 from locattr.errors import LocattrError
-from locattr.storage import queries
+from locattr.storage import edge_postings, queries
 from locattr.storage.edge_rows import ATTRIBUTION_UNIT, EDGE_INDEX_MIN_ABS
 from locattr.storage.keys import ComponentKey
 from locattr.storage.models import corpus_attributions_table as attributions
-from locattr.storage.models import edge_activations_table as edges
 from locattr.storage.reads import LayerCache, get_meta, get_prompts, prompt_count
 from locattr.storage.records import EdgeHit, EdgeSearchPage, Partner, Partners
 from locattr.storage.writes import CORPUS_TABLES_STALE_KEY, EDGE_INDEX_MIN_ABS_KEY
@@ -121,19 +121,17 @@ def edge_search(
     after = _decode_edge_cursor(cursor)
     _check_connectable(connection, layers, *keys)
     check_fresh(connection)
-    magnitude = func.abs(edges.c.value)
-    rows: list[tuple[int, float, int, int]] = [
-        (int(p), float(v), int(sp), int(tp))
-        for p, v, sp, tp in connection.execute(
-            select(
-                edges.c.prompt_id, edges.c.value, edges.c.source_position, edges.c.target_position
-            ).where(
-                edges.c.source_id == source_id,
-                edges.c.target_id == target_id,
-                magnitude >= wanted,
-            )
+    entries = edge_postings.read_pair(connection, source_id, target_id)
+    entries = entries.take(np.abs(entries.values) >= wanted)
+    rows: list[tuple[int, float, int, int]] = list(
+        zip(
+            entries.prompt_ids.tolist(),
+            entries.values.tolist(),
+            entries.source_positions.tolist(),
+            entries.target_positions.tolist(),
+            strict=True,
         )
-    ]
+    )
     ranked = sorted(rows, key=lambda row: (-abs(row[1]), row[0]))
     if after is not None:
         ranked = [r for r in ranked if (-abs(r[1]), r[0]) > (-after[0], after[1])]

@@ -169,9 +169,9 @@ class CorpusAttribution(Base):
 
 
 class EdgeActivation(Base):
-    """The edge index: per prompt and component pair whose strongest edge there reaches the
-    floor (meta `edge_index_min_abs`), that edge's signed value and positions. One pair's
-    prompts are one contiguous range of the primary key."""
+    """The edge index's rows not yet packed into `edge_postings`: per prompt and component pair
+    whose strongest edge there reaches the floor (meta `edge_index_min_abs`), that edge's signed
+    value and positions. One pair's prompts are one contiguous range of the primary key."""
 
     __tablename__ = "edge_activations"
     __table_args__ = ({"sqlite_with_rowid": False},)
@@ -186,6 +186,21 @@ class EdgeActivation(Base):
     target_position: Mapped[int] = mapped_column(Integer)
 
 
+class EdgePosting(Base):
+    """The edge index packed per component pair (see `storage.edge_postings`): prompt ids
+    (little-endian int32, ascending), signed values (float32) and (source, target) positions
+    (uint16 pairs) of the entries moved out of `edge_activations`. A rowid table: postings of
+    kilobytes stay on their page there, where a WITHOUT ROWID row spills to overflow pages."""
+
+    __tablename__ = "edge_postings"
+
+    source_id: Mapped[int] = mapped_column(ForeignKey("components.id"), primary_key=True)
+    target_id: Mapped[int] = mapped_column(ForeignKey("components.id"), primary_key=True)
+    prompt_ids: Mapped[bytes] = mapped_column(LargeBinary)
+    edge_values: Mapped[bytes] = mapped_column(LargeBinary)
+    positions: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 meta_table = Base.metadata.tables["meta"]
 layers_table = Base.metadata.tables["layers"]
 components_table = Base.metadata.tables["components"]
@@ -196,3 +211,4 @@ component_postings_table = Base.metadata.tables["component_postings"]
 prompt_postings_table = Base.metadata.tables["prompt_postings"]
 corpus_attributions_table = Base.metadata.tables["corpus_attributions"]
 edge_activations_table = Base.metadata.tables["edge_activations"]
+edge_postings_table = Base.metadata.tables["edge_postings"]

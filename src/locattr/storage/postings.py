@@ -23,7 +23,7 @@ import orjson
 from numpy.typing import NDArray
 from sqlalchemy import Connection, delete, func, insert, select
 
-from locattr.storage import queries
+from locattr.storage import edge_postings, queries
 from locattr.storage.models import component_activations_table as ca
 from locattr.storage.models import component_postings_table as cp
 from locattr.storage.models import components_table
@@ -101,6 +101,7 @@ def build_postings(connection: Connection) -> int:
         if entries:
             connection.execute(insert(cp), entries)
     _build_prompt_postings(connection, through)
+    edge_postings.pack(connection)
     return through
 
 
