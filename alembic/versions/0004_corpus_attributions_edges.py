@@ -7,6 +7,8 @@ Create Date: 2026-12-03 12:40:00.000000
 - ``corpus_attributions``: every component pair's edge values summed over the stored graphs.
 - ``edge_activations``: per prompt, the component pairs whose strongest edge reaches a floor;
   ``edge_postings`` the same packed per pair.
+- ``cofiring_counts``: co-firing counts of the components firing in many prompts (a cache,
+  filled by `locattr db optimize`, which `locattr db upgrade` runs).
 
 Both are written with each prompt from now on. A database that already holds prompts gets them
 empty and marked stale (meta ``corpus_tables_stale``) until `locattr db aggregate` fills them
@@ -65,6 +67,14 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["target_id"], ["components.id"]),
         sa.PrimaryKeyConstraint("source_id", "target_id"),
     )
+    op.create_table(
+        "cofiring_counts",
+        sa.Column("component_id", sa.Integer(), nullable=False),
+        sa.Column("through_prompt_id", sa.Integer(), nullable=False),
+        sa.Column("counts", sa.LargeBinary(), nullable=False),
+        sa.ForeignKeyConstraint(["component_id"], ["components.id"]),
+        sa.PrimaryKeyConstraint("component_id"),
+    )
     bind = op.get_bind()
     if bind.execute(sa.text("SELECT 1 FROM prompts LIMIT 1")).first() is not None:
         bind.execute(
@@ -75,6 +85,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DELETE FROM meta WHERE key IN ('corpus_tables_stale', 'edge_index_min_abs')")
+    op.drop_table("cofiring_counts")
     op.drop_table("edge_postings")
     op.drop_table("edge_activations")
     op.drop_index("ix_corpus_attributions_target", table_name="corpus_attributions")

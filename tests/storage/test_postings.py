@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import text
 
 from locattr import LocalAttrDB
-from locattr.storage import queries
+from locattr.storage import postings, queries
 from locattr.storage.keys import ComponentKey
 from locattr.storage.reads import LayerCache
 from tests.graphs import LAYERS, random_record
@@ -97,16 +97,28 @@ def test_ties_are_broken_by_prompt_id_across_pages(db: LocalAttrDB) -> None:
     assert [h[0] for h in hits] == list(range(1, 10)) and totals == {9}
 
 
-@pytest.mark.parametrize("stage", ["never built", "built", "built, then more prompts"])
-def test_cofiring_counts_match_sql(db: LocalAttrDB, stage: str) -> None:
-    """Components firing in more than half of the prompts are counted from the others: both
-    ways, from packed lists and from index rows added since, agree with a plain SQL join."""
+@pytest.mark.parametrize(
+    "stage", ["never built", "built", "built, then more prompts", "counts stored, then more"]
+)
+def test_cofiring_counts_match_sql(
+    db: LocalAttrDB, stage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Components firing in more than half of the prompts are counted from the others, those
+    firing in many have their counts stored: every way, from packed lists, stored counts and
+    index rows added since, agrees with a plain SQL join."""
     rng = np.random.default_rng(12)
     db.register_layers(LAYERS)
     db.add_prompts([random_record(rng, n_nodes=40) for _ in range(40)])
+    if stage == "counts stored, then more":  # the demo's 40 prompts count as many here
+        monkeypatch.setattr(postings, "FREQUENT_MIN_PROMPTS", 1)
+        monkeypatch.setattr(postings, "FREQUENT_SHARE", 0.5)
     if stage != "never built":
         db.build_postings()
-    if stage == "built, then more prompts":
+    if stage == "counts stored, then more":
+        with db.engine.connect() as connection:
+            stored = connection.execute(text("SELECT count(*) FROM cofiring_counts")).scalar()
+        assert stored and stored < len(db.list_components(limit=1000))  # some, not all
+    if stage.endswith("more prompts") or stage.endswith("then more"):
         db.add_prompts([random_record(rng, n_nodes=40) for _ in range(15)])
     n_prompts = db.get_prompt_count()
     components = db.list_components(limit=1000)

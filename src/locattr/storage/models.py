@@ -150,6 +150,19 @@ class PromptPosting(Base):
     component_ids: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class CofiringCount(Base):
+    """For a component firing in many prompts: in how many of them each component fires too
+    (zstd-compressed little-endian int32 by component id), over the prompts with ids up to
+    ``through_prompt_id``. Counting that at request time means reading the component lists of
+    thousands of prompts; later prompts are still counted then (see `storage.postings`)."""
+
+    __tablename__ = "cofiring_counts"
+
+    component_id: Mapped[int] = mapped_column(ForeignKey("components.id"), primary_key=True)
+    through_prompt_id: Mapped[int] = mapped_column(Integer)
+    counts: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class CorpusAttribution(Base):
     """One (source, target) component pair summed over every stored graph: the sum of its edge
     values and of their absolute values, as integers in `edge_rows.ATTRIBUTION_UNIT` (exact in
@@ -212,3 +225,4 @@ prompt_postings_table = Base.metadata.tables["prompt_postings"]
 corpus_attributions_table = Base.metadata.tables["corpus_attributions"]
 edge_activations_table = Base.metadata.tables["edge_activations"]
 edge_postings_table = Base.metadata.tables["edge_postings"]
+cofiring_counts_table = Base.metadata.tables["cofiring_counts"]

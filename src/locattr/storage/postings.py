@@ -20,10 +20,12 @@ from typing import Any
 
 import numpy as np
 import orjson
+import zstandard
 from numpy.typing import NDArray
 from sqlalchemy import Connection, delete, func, insert, select
 
 from locattr.storage import edge_postings, queries
+from locattr.storage.models import cofiring_counts_table as cc
 from locattr.storage.models import component_activations_table as ca
 from locattr.storage.models import component_postings_table as cp
 from locattr.storage.models import components_table
@@ -33,6 +35,10 @@ _FETCH_ROWS = 100_000
 _COMPONENTS_PER_BLOCK = 2048
 _PROMPTS_PER_BLOCK = 512
 _COUNT_CHUNK = 1 << 18
+FREQUENT_SHARE = 0.05
+FREQUENT_MIN_PROMPTS = 1000
+"""Components firing in at least this share of the prompts, and in this many, get their
+co-firing counts stored: counting theirs at request time reads the most (tens of ms)."""
 """Ids counted per `np.bincount` call: a chunk's intp copy stays in cache (2x faster at 10M)."""
 
 
@@ -101,6 +107,7 @@ def build_postings(connection: Connection) -> int:
         if entries:
             connection.execute(insert(cp), entries)
     _build_prompt_postings(connection, through)
+    _build_cofiring_counts(connection, through)
     edge_postings.pack(connection)
     return through
 
@@ -127,6 +134,28 @@ def _build_prompt_postings(connection: Connection, through: int) -> None:
                     "component_ids": rows[begin:end, 1].astype("<i4").tobytes(),
                 }
                 for begin, end in zip(starts.tolist(), ends, strict=True)
+            ],
+        )
+
+
+def _build_cofiring_counts(connection: Connection, through: int) -> None:
+    """Store the co-firing counts of the components whose counting would read the most."""
+    connection.execute(delete(cc))
+    counts = read_prompt_counts(connection)
+    frequent = np.flatnonzero(
+        counts.by_component >= max(FREQUENT_MIN_PROMPTS, FREQUENT_SHARE * counts.n_prompts)
+    )
+    compressor = zstandard.ZstdCompressor(level=3)
+    for component_id in frequent.tolist():
+        together = _count_together(connection, component_id, counts)
+        connection.execute(
+            insert(cc),
+            [
+                {
+                    "component_id": component_id,
+                    "through_prompt_id": through,
+                    "counts": compressor.compress(together.astype("<i4").tobytes()),
+                }
             ],
         )
 
@@ -318,8 +347,27 @@ def cofiring_counts(
     Reads the component's posting, then the packed component lists of its prompts and counts
     them with numpy (work proportional to its prompts times the components per prompt). When
     it fires in more than half of the prompts, the lists of the other prompts are read instead:
-    together = prompt count - prompts without it.
+    together = prompt count - prompts without it. Components firing in many prompts have their
+    counts stored by `build_postings` (`cofiring_counts`); only prompts added since are read.
     """
+    size = len(counts.by_component)
+    stored = connection.execute(
+        select(cc.c.through_prompt_id, cc.c.counts).where(cc.c.component_id == component_id)
+    ).first()
+    if stored is None:
+        return _count_together(connection, component_id, counts)
+    together = np.zeros(size, np.int64)
+    known = np.frombuffer(zstandard.ZstdDecompressor().decompress(stored[1]), "<i4")[:size]
+    together[: len(known)] = known
+    mine = read_postings(connection, [component_id])[component_id].prompt_ids
+    together += _count(_components_in(connection, mine[mine > stored[0]]), size)
+    together[component_id] = 0
+    return together
+
+
+def _count_together(
+    connection: Connection, component_id: int, counts: PromptCounts
+) -> NDArray[np.int64]:
     size = len(counts.by_component)
     mine = read_postings(connection, [component_id])[component_id].prompt_ids
     if 2 * len(mine) <= counts.n_prompts:
