@@ -1,10 +1,10 @@
 // The page: wires the panels to one view-state store, loads data (Database or File mode) and
 // turns the loaded graph plus the state into the scene the graph view draws.
-import { Api, type Meta, type PromptGraph } from "./api/client";
+import { Api, type EdgeHit, type Meta, type PromptGraph } from "./api/client";
 import { ComponentStore } from "./components";
 import { naturalLayerOrder } from "./graph/layout";
 import { exportJson, exportPng, exportSvg, type Picture } from "./exports";
-import { parseGraphFile, toGraphData, type GraphData } from "./graph/data";
+import { componentEdge, parseGraphFile, toGraphData, type GraphData } from "./graph/data";
 import { filterGraph } from "./graph/filter";
 import { fitLayout, orderRows } from "./graph/layout";
 import type { Highlight, Scene } from "./graph/renderer";
@@ -23,7 +23,7 @@ import { ViewStore } from "./state";
 import { componentCard, type HereInfo } from "./ui/card";
 import { h } from "./ui/dom";
 import { edgeCardContent, nodeEdgesSection, pseudoNodeCard } from "./ui/graphCards";
-import { readUrl, type ViewState } from "./url";
+import { readUrl, sameEdge, type EdgeRef, type ViewState } from "./url";
 
 type Mode = "db" | "file";
 
@@ -78,10 +78,17 @@ export class App {
     this.graph = new GraphView({
       hover: (node, edge) => this.onHover(node, edge),
       click: (node, event) => this.onClick(node, event),
+      clickEdge: (edge) => this.onEdgeClick(edge),
       column: (pos) => this.store.set({ focus: this.store.get().focus === pos ? null : pos }),
     });
     this.prompts = new PromptList(this.api, (id) => this.openPrompt(id));
-    this.search = new SearchPanel(this.api, (id) => this.openPrompt(id));
+    this.search = new SearchPanel(this.api, {
+      open: (id, found) => this.openResult(id, found),
+      componentSearch: () => {
+        if (this.store.get().edgeSearch) this.store.set({ edgeSearch: null });
+      },
+      closeEdge: () => this.store.set({ edgeSearch: null }, "push"),
+    });
     this.controls = new Controls(this.store, {
       fit: () => this.graph.renderer.fit(),
       exportJson: () => void this.exportJson(),
@@ -94,10 +101,7 @@ export class App {
         if (picture) void exportPng(picture);
       },
     });
-    const findPrompts = (key: string) => {
-      this.showTab("prompts");
-      void this.search.run([key]);
-    };
+    const findPrompts = (key: string) => this.findPrompts(key);
     this.pins = new PinsPanel(
       this.components,
       {
@@ -112,8 +116,10 @@ export class App {
     );
     this.selection = new SelectionPanel(this.store, this.components, {
       go: (node) => this.selectNode(node),
+      show: (key) => this.showComponent(key),
       togglePin: (key) => this.togglePin(key),
       findPrompts,
+      searchEdge: (edge) => this.searchEdge(edge),
       changed: () => this.renderSide(),
     });
     this.browser = new ComponentBrowser(this.api, {
@@ -238,8 +244,8 @@ export class App {
     if (mode === "file") {
       this.components.configure(null, []);
       this.selection.configure(null);
-      // the database's prompt, selection and focus mean nothing for a file
-      if (!initial) this.store.set({ prompt: null, selected: null, trace: null, focus: null });
+      // the database's prompt, selection, focus and edge search mean nothing for a file
+      if (!initial) this.store.set({ prompt: null, selected: null, trace: null, focus: null, edgeSearch: null });
       if (location.protocol !== "file:") window.history.replaceState(null, "", location.pathname);
       this.top.dbStatus.textContent = "File mode: no server needed";
       this.graph.setStatus("Open a graph JSON exported from this page (Export JSON).", "idle");
@@ -267,6 +273,8 @@ export class App {
     this.layerOrder = this.meta.layers.map((layer) => layer.name);
     this.components.configure(this.api, this.layerOrder);
     this.browser.setLayers(this.layerOrder);
+    const edge = this.store.get().edgeSearch;
+    if (edge) void this.search.runEdge(edge);
     const run = typeof this.meta.meta.run === "string" ? this.meta.meta.run : "database";
     const n = this.meta.prompt_count;
     this.top.dbStatus.textContent = `${run} · ${n.toLocaleString()} prompt${n === 1 ? "" : "s"}`;
@@ -285,6 +293,37 @@ export class App {
   /** Open a prompt from a list: prompt-specific state (selection, trace, focus) is reset. */
   private openPrompt(id: number): void {
     this.store.set({ prompt: id, selected: null, trace: null, focus: null }, "push");
+  }
+
+  /** Open a search result. One of an edge search selects the edge's end there: the selected
+   * component's (keeping the trace) when it is one of the two, else the target. */
+  private openResult(id: number, found: { edge: EdgeRef; hit: EdgeHit } | null): void {
+    if (!found) {
+      this.openPrompt(id);
+      return;
+    }
+    const { edge, hit } = found;
+    const { selected, trace } = this.store.get();
+    const atSource = selected?.key === edge.source;
+    const kept = atSource || selected?.key === edge.target;
+    const next = atSource ? { key: edge.source, pos: hit.source_position } : { key: edge.target, pos: hit.target_position };
+    this.store.set({ prompt: id, selected: next, trace: kept ? trace : null, focus: null }, "push");
+  }
+
+  private findPrompts(key: string): void {
+    this.showTab("prompts");
+    void this.search.run([key]);
+  }
+
+  /** List the prompts with an edge from `edge.source` to `edge.target` (recorded in the URL). */
+  private searchEdge(edge: EdgeRef): void {
+    if (this.mode !== "db") return;
+    if (this.root.classList.contains("left-collapsed")) {
+      this.root.classList.remove("left-collapsed");
+      this.syncToggles();
+    }
+    if (sameEdge(this.store.get().edgeSearch, edge)) void this.search.runEdge(edge);
+    else this.store.set({ edgeSearch: { ...edge } }, "push");
   }
 
   private async loadPrompt(id: number, keepView = false): Promise<void> {
@@ -416,6 +455,10 @@ export class App {
 
   private onState(state: Readonly<ViewState>, previous: Readonly<ViewState>): void {
     this.controls.sync();
+    if (!sameEdge(state.edgeSearch, previous.edgeSearch)) {
+      if (state.edgeSearch && this.mode === "db") void this.search.runEdge(state.edgeSearch);
+      else if (!state.edgeSearch) this.search.clearEdge();
+    }
     const serverSide =
       state.filters.topK !== previous.filters.topK || state.filters.minAbs !== previous.filters.minAbs || state.normalize !== previous.normalize;
     if (this.mode === "db" && state.prompt !== null && (state.prompt !== previous.prompt || serverSide)) {
@@ -488,7 +531,7 @@ export class App {
       this.hover = { edge: edge! };
       this.graph.highlight(this.highlightState());
       const visible = this.scene!.visible;
-      this.graph.showCard(this.graph.edgeCard, edgeCardContent(data, edge!, this.graph.renderer.rankOf(edge!), visible.edges.length));
+      this.graph.showCard(this.graph.edgeCard, edgeCardContent(data, edge!, this.graph.renderer.rankOf(edge!), visible.edges.length, this.mode === "db"));
     } else {
       this.graph.place(this.graph.edgeCard);
     }
@@ -518,6 +561,23 @@ export class App {
       return;
     }
     this.selectNode(node);
+  }
+
+  /** An edge between two components lists the prompts with it; other edges do nothing. */
+  private onEdgeClick(edge: number): void {
+    const ends = this.loaded ? componentEdge(this.loaded.data, edge) : null;
+    if (ends) this.searchEdge(ends);
+  }
+
+  /** Select `key` where it has the largest CI in the shown graph, else find prompts with it. */
+  private showComponent(key: string): void {
+    const data = this.loaded?.data;
+    const nodes = data ? this.graph.renderer.nodesOf(key) : [];
+    if (!data || !nodes.length) {
+      this.findPrompts(key);
+      return;
+    }
+    this.selectNode(nodes.reduce((best, i) => (data.nodeCi[i]! > data.nodeCi[best]! ? i : best)));
   }
 
   private selectNode(node: number): void {
@@ -592,18 +652,22 @@ export class App {
     });
   }
 
-  /** Shown edges with their value and a point on them where the pointer finds this edge (and no
-   * node), or null when no such point was found. */
-  shownEdges(limit = 200): { edge: number; value: number; x: number; y: number }[] {
+  /** Shown edges with their value, the keys at their ends (`components`: both are components of
+   * decomposed layers) and a point on them where the pointer finds this edge (and no node);
+   * edges with no such point are left out. */
+  shownEdges(limit = 200): { edge: number; value: number; source: string; target: string; components: boolean; x: number; y: number }[] {
     const scene = this.scene;
     if (!scene) return [];
     const renderer = this.graph.renderer;
-    const out: { edge: number; value: number; x: number; y: number }[] = [];
+    const graph = scene.graph;
+    const out: ReturnType<App["shownEdges"]> = [];
     for (const j of Array.from(scene.visible.edges).slice(0, limit)) {
       for (const at of [0.5, 0.35, 0.65, 0.2, 0.8]) {
         const p = renderer.edgeClientPoint(j, at);
         if (p && renderer.nodeAt(p.x, p.y) < 0 && renderer.edgeAt(p.x, p.y) === j) {
-          out.push({ edge: j, value: scene.graph.edgeValue[j]!, x: p.x, y: p.y });
+          const source = graph.nodeKey[graph.edgeSource[j]!]!;
+          const target = graph.nodeKey[graph.edgeTarget[j]!]!;
+          out.push({ edge: j, value: graph.edgeValue[j]!, source, target, components: componentEdge(graph, j) !== null, x: p.x, y: p.y });
           break;
         }
       }

@@ -51,6 +51,8 @@ export const SIZES = {
   componentPage: 50,
   /** Co-firing partners listed in a component's card. */
   cofiring: 8,
+  /** Corpus attribution partners listed in a component's card, per direction. */
+  corpusPartners: 8,
   /** Prompts listed before the one a URL asks for, when it is beyond the first page. */
   promptsBefore: 10,
   /** Activation-context examples in the hover card, in a pinned item, in an export. */

@@ -3,7 +3,7 @@ import { DEFAULT_FILTERS } from "./graph/filter";
 import { LIMITS } from "./limits";
 import { readUrl, writeUrl, type ViewState } from "./url";
 
-const BASE: ViewState = { prompt: null, pinned: [], excluded: [], filters: { ...DEFAULT_FILTERS }, normalize: "none", selected: null, trace: null, focus: null };
+const BASE: ViewState = { prompt: null, pinned: [], excluded: [], filters: { ...DEFAULT_FILTERS }, normalize: "none", selected: null, trace: null, focus: null, edgeSearch: null };
 
 describe("URL state", () => {
   it("round-trips prompt, pins, selection, trace, focus and non-default controls", () => {
@@ -16,10 +16,11 @@ describe("URL state", () => {
       selected: { key: "h.0.mlp.c_fc:3", pos: 4 },
       trace: { direction: "up", hops: 2 },
       focus: 4,
+      edgeSearch: { source: "h.0.mlp.c_fc:3", target: "h.1.attn.q_proj:9" },
     };
     const search = writeUrl(state);
     expect(search).toBe(
-      "?prompt=12&pinned=h.0.mlp.c_fc:3,h.1.attn.o_proj:7&excluded=h.1.attn.o_proj:7&node=h.0.mlp.c_fc:3@4&trace=up&hops=2&focus=4&top_k=500&ci=0.2&normalize=l1_target",
+      "?prompt=12&pinned=h.0.mlp.c_fc:3,h.1.attn.o_proj:7&excluded=h.1.attn.o_proj:7&node=h.0.mlp.c_fc:3@4&trace=up&hops=2&focus=4&edge=h.0.mlp.c_fc:3,h.1.attn.q_proj:9&top_k=500&ci=0.2&normalize=l1_target",
     );
     expect(readUrl(search)).toEqual({ state, problems: [] });
     expect(writeUrl(BASE)).toBe("");
@@ -47,5 +48,15 @@ describe("URL state", () => {
     expect(state.filters.topK).toBe(LIMITS.topK.max);
     expect(state.filters.ciThreshold).toBe(LIMITS.ciThreshold.max);
     expect(state.trace).toEqual({ direction: "down", hops: LIMITS.traceHops.max });
+  });
+
+  it("reads an edge search as SOURCE,TARGET and refuses anything else", () => {
+    expect(readUrl("?edge=a.b:1,c.d:2").state.edgeSearch).toEqual({ source: "a.b:1", target: "c.d:2" });
+    expect(readUrl("?edge=a.b%3A1%2Cc.d%3A2").state.edgeSearch).toEqual({ source: "a.b:1", target: "c.d:2" });
+    for (const bad of ["a.b:1", "a.b:1,c.d:2,e:3", "a.b:1,a.b:1", "a.b:1,nokey", ""]) {
+      const { state, problems } = readUrl(`?edge=${bad}`);
+      expect(state.edgeSearch).toBeNull();
+      expect(problems.join(" | ")).toMatch(/is not SOURCE,TARGET/);
+    }
   });
 });

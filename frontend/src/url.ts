@@ -1,5 +1,6 @@
 // The view's state in the address bar: `?prompt=ID&pinned=KEY,KEY&node=KEY@POS&focus=POS&trace=up`
-// (+ non-default controls). Reading reports what it had to drop, so the page can say so.
+// `&edge=SOURCE,TARGET` (+ non-default controls). Reading reports what it had to drop, so the page
+// can say so.
 import type { Normalize } from "./api/client";
 import type { FilterOptions } from "./graph/filter";
 import { LIMITS, clampTo, type LimitName } from "./limits";
@@ -10,6 +11,17 @@ export type TraceDirection = "up" | "down";
 export interface NodeRef {
   key: string;
   pos: number;
+}
+
+/** An edge between two components at any positions (source in the earlier layer), as the
+ * corpus edge search asks for it. */
+export interface EdgeRef {
+  source: string;
+  target: string;
+}
+
+export function sameEdge(a: EdgeRef | null, b: EdgeRef | null): boolean {
+  return a === b || (a !== null && b !== null && a.source === b.source && a.target === b.target);
 }
 
 export interface Trace {
@@ -30,6 +42,8 @@ export interface ViewState {
   trace: Trace | null;
   /** A token position to focus: everything else is dimmed. */
   focus: number | null;
+  /** The edge whose prompts the search panel lists (null: no edge search). */
+  edgeSearch: EdgeRef | null;
 }
 
 export interface ParsedUrl {
@@ -101,6 +115,11 @@ export function readUrl(search: string): ParsedUrl {
   const focus = rawFocus !== null && /^\d+$/.test(rawFocus) ? Number(rawFocus) : null;
   if (rawFocus !== null && focus === null) problems.push(`focus=${rawFocus} is not a position`);
 
+  const rawEdge = params.get("edge");
+  const ends = (rawEdge ?? "").split(",");
+  const edgeSearch = ends.length === 2 && ends.every(isComponentKey) && ends[0] !== ends[1] ? { source: ends[0]!, target: ends[1]! } : null;
+  if (rawEdge !== null && !edgeSearch) problems.push(`edge=${rawEdge} is not SOURCE,TARGET (two component keys)`);
+
   const rawNormalize = params.get("normalize");
   const normalize = NORMALIZE.find((n) => n === rawNormalize) ?? "none";
   if (rawNormalize !== null && normalize !== rawNormalize) problems.push(`normalize=${rawNormalize} is unknown`);
@@ -121,6 +140,7 @@ export function readUrl(search: string): ParsedUrl {
       selected,
       trace,
       focus,
+      edgeSearch,
     },
     problems,
   };
@@ -140,6 +160,7 @@ export function writeUrl(state: ViewState): string {
     if (state.trace.hops !== LIMITS.traceHops.default) parts.push(`hops=${state.trace.hops}`);
   }
   if (state.focus !== null) parts.push(`focus=${state.focus}`);
+  if (state.edgeSearch) parts.push(`edge=${readableKey(state.edgeSearch.source)},${readableKey(state.edgeSearch.target)}`);
   const f = state.filters;
   if (f.topK !== LIMITS.topK.default) parts.push(`top_k=${f.topK}`);
   if (f.minAbs !== LIMITS.minAbs.default) parts.push(`min_abs=${f.minAbs}`);

@@ -14,6 +14,10 @@ export type ComponentDetails = Schemas["ComponentDetails"];
 export type Component = Schemas["Component"];
 export type ComponentList = Schemas["ComponentList"];
 export type CofiringList = Schemas["CofiringList"];
+export type PartnerList = Schemas["PartnerList"];
+export type Partner = Schemas["Partner"];
+export type EdgeSearchResults = Schemas["EdgeSearchResults"];
+export type EdgeHit = Schemas["EdgeHit"];
 export type Normalize = PromptGraph["normalize"];
 
 type Query<P extends keyof paths> = paths[P]["get"] extends { parameters: { query?: infer Q } }
@@ -23,6 +27,8 @@ export type GraphQuery = Query<"/api/prompt/{prompt_id}">;
 export type SearchQuery = Query<"/api/search">;
 export type PromptsQuery = Query<"/api/prompts">;
 export type ComponentsQuery = Query<"/api/components">;
+export type EdgeSearchQuery = Query<"/api/search/edges">;
+export type PartnerDirection = PartnerList["direction"];
 
 /** A 4xx/5xx answer: the API's `{error, detail}` body, or what the network said. */
 export class ApiError extends Error {
@@ -98,6 +104,17 @@ export class Api {
   /** Components firing with `key` by association over every stored prompt. */
   cofiring(key: string, limit: number): Promise<CofiringList> {
     return getJson(this.base, `/api/components/${encodeURIComponent(key)}/cofiring`, { limit });
+  }
+
+  /** The components `key` exchanges the most attribution with, summed over every stored graph:
+   * its sources (`upstream`) or its targets (`downstream`). */
+  partners(key: string, direction: PartnerDirection, limit: number): Promise<PartnerList> {
+    return getJson(this.base, `/api/components/${encodeURIComponent(key)}/partners`, { direction, limit });
+  }
+
+  /** Prompts where an edge from component `source` to component `target` is strong. */
+  searchEdges(query: EdgeSearchQuery): Promise<EdgeSearchResults> {
+    return getJson(this.base, "/api/search/edges", query);
   }
 
   /** Several components' details in one request, activation contexts cut to `examples`. */

@@ -124,6 +124,32 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/search/edges": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Search Edges
+         * @description Prompts where component `source` drives component `target`: an edge from one to the
+         *     other (at any positions) with |value| ≥ `min_abs`, read from the edge index, which keeps
+         *     per prompt and component pair the strongest edge when its |value| reaches the floor (weaker
+         *     edges are not indexed: rebuild it with `locattr db aggregate --edge-min-abs X` to go lower).
+         *     Each result gives that strongest edge: its |value| (`max_abs`), signed value and positions.
+         *     Largest `max_abs` first; ties: lower prompt id. A database built before the edge index
+         *     answers 409 until `locattr db aggregate` has run.
+         */
+        get: operations["searchEdges"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/components": {
         parameters: {
             query?: never;
@@ -181,6 +207,33 @@ export interface paths {
          *     exactly the same prompts). Best first by `order`; ties: larger count, then model order.
          */
         get: operations["getCofiring"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/components/{key}/partners": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Partners
+         * @description The components this one exchanges attribution with across the corpus (corpus
+         *     attributions). For a partner B of component A: `total` is the sum, over every stored graph,
+         *     of the values of the edges between A and B (at any positions; from B to A upstream, from A
+         *     to B downstream), `total_abs` the sum of their |value|, and `prompt_count` the number of
+         *     prompts whose graph has such an edge. Only component-to-component edges count (not those
+         *     from input embeddings or to output tokens). Largest `total_abs` first; ties: model order.
+         *     A database built before corpus attributions answers 409 until `locattr db aggregate` has
+         *     run.
+         */
+        get: operations["getPartners"];
         put?: never;
         post?: never;
         delete?: never;
@@ -455,6 +508,90 @@ export interface components {
              */
             value: number;
         };
+        /** EdgeHit */
+        EdgeHit: {
+            /**
+             * Id
+             * @description The prompt's id.
+             */
+            id: number;
+            /**
+             * Max Abs
+             * @description |value| of the strongest edge between the two there.
+             */
+            max_abs: number;
+            /**
+             * Value
+             * @description That edge's signed value.
+             */
+            value: number;
+            /**
+             * Source Position
+             * @description Token position of that edge's source node.
+             */
+            source_position: number;
+            /**
+             * Target Position
+             * @description Token position of that edge's target node.
+             */
+            target_position: number;
+            /** Preview */
+            preview: string;
+            /**
+             * Tokens
+             * @description The prompt's tokens, which the positions index.
+             */
+            tokens: string[];
+        };
+        /**
+         * EdgeSearchResults
+         * @description Prompts where one component drives another, strongest edge first.
+         * @example {
+         *       "min_abs": 0.3,
+         *       "results": [
+         *         {
+         *           "id": 12,
+         *           "max_abs": 0.75,
+         *           "preview": "Once upon a time",
+         *           "source_position": 2,
+         *           "target_position": 2,
+         *           "tokens": [
+         *             "Once",
+         *             " upon",
+         *             " a",
+         *             " time"
+         *           ],
+         *           "value": -0.75
+         *         }
+         *       ],
+         *       "source": "h.0.mlp.c_fc:3",
+         *       "target": "h.0.mlp.down_proj:5",
+         *       "total": 1
+         *     }
+         */
+        EdgeSearchResults: {
+            /** Source */
+            source: string;
+            /** Target */
+            target: string;
+            /**
+             * Min Abs
+             * @description The |value| the strongest edge reaches in every result.
+             */
+            min_abs: number;
+            /**
+             * Total
+             * @description Matching prompts over all pages.
+             */
+            total: number;
+            /** Next Cursor */
+            next_cursor: string | null;
+            /**
+             * Results
+             * @description Largest `max_abs` first; ties: lower prompt id first.
+             */
+            results: components["schemas"]["EdgeHit"][];
+        };
         /**
          * ErrorBody
          * @description Every 4xx/5xx body: what was wrong and what is accepted.
@@ -523,6 +660,70 @@ export interface components {
             component: number;
             /** Ci */
             ci: number;
+        };
+        /** Partner */
+        Partner: {
+            /** Key */
+            key: string;
+            /**
+             * Total
+             * @description Sum over every stored graph of the values of the edges between the two components (signed: positive when one raises the other on balance).
+             */
+            total: number;
+            /**
+             * Total Abs
+             * @description Sum over every stored graph of those edges' |value|.
+             */
+            total_abs: number;
+            /**
+             * Prompt Count
+             * @description Prompts whose graph has an edge between the two.
+             */
+            prompt_count: number;
+        };
+        /**
+         * PartnerList
+         * @description A component's strongest sources (upstream) or targets (downstream), summed over every
+         *     stored graph.
+         * @example {
+         *       "direction": "upstream",
+         *       "items": [
+         *         {
+         *           "key": "h.0.mlp.c_fc:3",
+         *           "prompt_count": 40,
+         *           "total": -12.5,
+         *           "total_abs": 14.25
+         *         }
+         *       ],
+         *       "key": "h.0.mlp.down_proj:5",
+         *       "n_partners": 1,
+         *       "n_prompts": 200
+         *     }
+         */
+        PartnerList: {
+            /** Key */
+            key: string;
+            /**
+             * Direction
+             * @description `upstream`: components whose edges end at this one; `downstream`: components its edges end at.
+             * @enum {string}
+             */
+            direction: "upstream" | "downstream";
+            /**
+             * N Prompts
+             * @description Prompts in the database.
+             */
+            n_prompts: number;
+            /**
+             * N Partners
+             * @description Components with at least one edge to (or from) it, not only the `limit` listed.
+             */
+            n_partners: number;
+            /**
+             * Items
+             * @description Largest `total_abs` first; ties: model order.
+             */
+            items: components["schemas"]["Partner"][];
         };
         /**
          * PromptGraph
@@ -802,6 +1003,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The database cannot answer this yet: its corpus attributions and edge index miss prompts until `locattr db aggregate` rebuilds them. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description A parameter is malformed or out of range. */
             422: {
                 headers: {
@@ -849,6 +1059,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The database cannot answer this yet: its corpus attributions and edge index miss prompts until `locattr db aggregate` rebuilds them. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description A parameter is malformed or out of range. */
             422: {
                 headers: {
@@ -889,6 +1108,15 @@ export interface operations {
             };
             /** @description No such prompt, component or path. */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The database cannot answer this yet: its corpus attributions and edge index miss prompts until `locattr db aggregate` rebuilds them. */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -950,6 +1178,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The database cannot answer this yet: its corpus attributions and edge index miss prompts until `locattr db aggregate` rebuilds them. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description A parameter is malformed or out of range. */
             422: {
                 headers: {
@@ -1001,6 +1238,15 @@ export interface operations {
             };
             /** @description No such prompt, component or path. */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The database cannot answer this yet: its corpus attributions and edge index miss prompts until `locattr db aggregate` rebuilds them. */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1072,6 +1318,82 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The database cannot answer this yet: its corpus attributions and edge index miss prompts until `locattr db aggregate` rebuilds them. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter is malformed or out of range. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The query timed out, or the database or a stored graph is unusable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    searchEdges: {
+        parameters: {
+            query: {
+                /** @description The source (earlier layer) component's key `layer:index`. */
+                source: string;
+                /** @description The target (later layer) component's key `layer:index`. */
+                target: string;
+                /** @description Only prompts where the strongest edge from `source` to `target` has |value| at least this; at least the edge index's floor (`edge_index_min_abs` in `/api/meta`, 0.3 unless the database was aggregated with another), which is also the default. */
+                min_abs?: number | null;
+                /** @description Page size. */
+                limit?: number;
+                /** @description `next_cursor` of the previous page. */
+                cursor?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EdgeSearchResults"];
+                };
+            };
+            /** @description No such prompt, component or path. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The database cannot answer this yet: its corpus attributions and edge index miss prompts until `locattr db aggregate` rebuilds them. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description A parameter is malformed or out of range. */
             422: {
                 headers: {
@@ -1128,6 +1450,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The database cannot answer this yet: its corpus attributions and edge index miss prompts until `locattr db aggregate` rebuilds them. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description A parameter is malformed or out of range. */
             422: {
                 headers: {
@@ -1174,6 +1505,15 @@ export interface operations {
             };
             /** @description No such prompt, component or path. */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The database cannot answer this yet: its corpus attributions and edge index miss prompts until `locattr db aggregate` rebuilds them. */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1238,6 +1578,79 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The database cannot answer this yet: its corpus attributions and edge index miss prompts until `locattr db aggregate` rebuilds them. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter is malformed or out of range. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The query timed out, or the database or a stored graph is unusable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    getPartners: {
+        parameters: {
+            query?: {
+                /** @description `upstream`: the components sending attribution to this one (its edges' sources); `downstream`: those receiving it (its edges' targets). */
+                direction?: "upstream" | "downstream";
+                /** @description How many partners, strongest first. */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description Component key `layer:index`. */
+                key: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PartnerList"];
+                };
+            };
+            /** @description No such prompt, component or path. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The database cannot answer this yet: its corpus attributions and edge index miss prompts until `locattr db aggregate` rebuilds them. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description A parameter is malformed or out of range. */
             422: {
                 headers: {
@@ -1292,6 +1705,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The database cannot answer this yet: its corpus attributions and edge index miss prompts until `locattr db aggregate` rebuilds them. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description A parameter is malformed or out of range. */
             422: {
                 headers: {
@@ -1339,6 +1761,15 @@ export interface operations {
             };
             /** @description No such prompt, component or path. */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The database cannot answer this yet: its corpus attributions and edge index miss prompts until `locattr db aggregate` rebuilds them. */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseGraphFile, toGraphData, toGraphFile } from "./data";
+import { componentEdge, parseGraphFile, toGraphData, toGraphFile } from "./data";
 import { promptGraph } from "./testing";
 
 describe("graph files", () => {
@@ -31,5 +31,18 @@ describe("graph files", () => {
     expect(data.nodeKey).toEqual(["h.0.mlp.c_fc:1", "h.1.mlp.c_fc:2"]);
     expect(Array.from(data.edgeValue)).toEqual([-0.5]);
     expect(data.meanCi.get("h.0.mlp.c_fc:1")).toBe(0.1);
+  });
+
+  it("names the components at an edge's ends, and only between components", () => {
+    const data = toGraphData(
+      promptGraph(
+        ["a", "b"],
+        [["wte", 0, 5, 1], ["h.0.mlp.c_fc", 0, 1, 0.5], ["h.1.mlp.c_fc", 1, 2, 0.25], ["output", 1, 9, 0.7]],
+        [[1, 2, 0.4], [0, 1, 1.5], [2, 3, -0.2]],
+      ),
+    );
+    expect(componentEdge(data, 0)).toEqual({ source: "h.0.mlp.c_fc:1", target: "h.1.mlp.c_fc:2" });
+    expect(componentEdge(data, 1)).toBeNull();
+    expect(componentEdge(data, 2)).toBeNull();
   });
 });

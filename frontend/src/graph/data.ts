@@ -42,6 +42,21 @@ export function nodeLabel(graph: GraphData, i: number): string {
   return `${graph.nodeKey[i]} @${pos}`;
 }
 
+/** Whether node i is a component of a decomposed layer (not an input or output node). */
+export function isComponentNode(graph: GraphData, i: number): boolean {
+  const layer = graph.layers[graph.nodeLayer[i]!];
+  return layer !== WTE_LAYER && layer !== OUTPUT_LAYER;
+}
+
+/** The component keys at the ends of edge j, or null when an end is an input or output node
+ * (only edges between components are summed and indexed across the corpus). */
+export function componentEdge(graph: GraphData, j: number): { source: string; target: string } | null {
+  const source = graph.edgeSource[j]!;
+  const target = graph.edgeTarget[j]!;
+  if (!isComponentNode(graph, source) || !isComponentNode(graph, target)) return null;
+  return { source: graph.nodeKey[source]!, target: graph.nodeKey[target]! };
+}
+
 /** The predicted token an `output` node stands for (its id when the text is unknown). */
 export function outputToken(graph: GraphData, i: number): string {
   const id = graph.nodeComponent[i]!;

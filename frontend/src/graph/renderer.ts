@@ -42,6 +42,8 @@ export interface Highlight {
 export interface RendererEvents {
   hover(node: number | null, edge: number | null, event: PointerEvent): void;
   click(node: number, event: PointerEvent): void;
+  /** An edge (with no node under the pointer) was clicked. */
+  clickEdge(edge: number, event: PointerEvent): void;
   /** A token label (either axis) was clicked. */
   column(pos: number): void;
 }
@@ -712,7 +714,12 @@ export class GraphRenderer {
         return;
       }
       const column = this.columnAt(event.clientX, event.clientY);
-      if (column >= 0) this.events.column(column);
+      if (column >= 0) {
+        this.events.column(column);
+        return;
+      }
+      const edge = this.edgeAt(event.clientX, event.clientY);
+      if (edge >= 0) this.events.clickEdge(edge, event);
     }
   };
 

@@ -36,6 +36,7 @@ export class GraphView {
         events.hover(node, edge, event);
       },
       click: (node, event) => events.click(node, event),
+      clickEdge: (edge, event) => events.clickEdge(edge, event),
       column: (pos) => events.column(pos),
     });
   }

@@ -1,7 +1,10 @@
-// Search for prompts where the pinned components fire; ←/→ step through the results.
-import type { Api, SearchResult } from "../api/client";
+// Search for prompts: where the pinned components fire, or where one component drives another
+// (an edge search, read from the corpus edge index); ←/→ step through the results.
+import type { Api, EdgeHit, SearchResult } from "../api/client";
 import { SIZES } from "../limits";
-import { format, h, replace, showToken } from "../ui/dom";
+import { format, h, replace, signed } from "../ui/dom";
+import { EDGE_COLOURS, edgeMarks, tokenPreview, type Mark } from "../ui/preview";
+import type { EdgeRef } from "../url";
 
 type SearchMode = "all" | "any" | "same";
 type Rank = "specificity" | "max_ci";
@@ -9,17 +12,34 @@ type Rank = "specificity" | "max_ci";
 /** Colours of the queried components in result previews, in query order. */
 export const MATCH_COLOURS = ["#fde68a", "#bfdbfe", "#bbf7d0", "#fbcfe8", "#ddd6fe", "#fed7aa", "#99f6e4", "#e5e7eb"];
 
-interface SearchState {
+interface ComponentSearch {
+  kind: "components";
   keys: string[];
   excluded: string[];
   mode: SearchMode;
   rank: Rank;
   minCi: number;
-  results: SearchResult[];
-  count: number;
-  next: string | null;
-  active: number;
   unknown: string[];
+  results: SearchResult[];
+}
+
+interface EdgeSearch {
+  kind: "edge";
+  edge: EdgeRef;
+  /** The |value| every result reaches, as the server answered (the index floor by default). */
+  minAbs: number | null;
+  results: EdgeHit[];
+}
+
+type Search = (ComponentSearch | EdgeSearch) & { count: number; next: string | null; active: number };
+
+export interface SearchActions {
+  /** Open a result's prompt; an edge search's result comes with the edge it found there. */
+  open(id: number, found: { edge: EdgeRef; hit: EdgeHit } | null): void;
+  /** A component search started: the edge search is no longer what the panel shows. */
+  componentSearch(): void;
+  /** The edge search was closed from the panel. */
+  closeEdge(): void;
 }
 
 export class SearchPanel {
@@ -32,12 +52,12 @@ export class SearchPanel {
   private readonly status: HTMLElement;
   private readonly results: HTMLElement;
   private readonly more: HTMLButtonElement;
-  private search: SearchState | null = null;
+  private search: Search | null = null;
   private current: number | null = null;
 
   constructor(
     private readonly api: Api,
-    private readonly open: (id: number) => void,
+    private readonly actions: SearchActions,
   ) {
     this.mode = h(
       "select",
@@ -122,19 +142,38 @@ export class SearchPanel {
     if (!keys.length) return;
     const minCi = Number(this.minCi.value);
     this.search = {
+      kind: "components",
       keys,
       excluded,
       mode: this.mode.value as SearchMode,
       rank: this.rank.value as Rank,
       minCi: Number.isFinite(minCi) ? Math.min(1, Math.max(0, minCi)) : 0,
+      unknown: [],
       results: [],
       count: 0,
       next: null,
       active: -1,
-      unknown: [],
     };
-    this.element.scrollIntoView({ block: "nearest" });
+    this.actions.componentSearch();
     await this.page(null);
+  }
+
+  /** Search for prompts where component `edge.source` drives `edge.target` (the strongest edge
+   * between them reaches the edge index's floor). */
+  async runEdge(edge: EdgeRef): Promise<void> {
+    this.search = { kind: "edge", edge: { ...edge }, minAbs: null, results: [], count: 0, next: null, active: -1 };
+    await this.page(null);
+  }
+
+  /** Forget the edge search, if that is what the panel shows. */
+  clearEdge(): void {
+    if (this.search?.kind !== "edge") return;
+    this.search = null;
+    this.status.textContent = "";
+    this.status.className = "status";
+    replace(this.colours);
+    replace(this.results);
+    this.more.hidden = true;
   }
 
   private async page(cursor: string | null): Promise<void> {
@@ -143,63 +182,104 @@ export class SearchPanel {
     this.status.textContent = "Searching…";
     this.status.className = "status loading";
     this.more.hidden = true;
+    if (cursor === null) {
+      replace(this.colours);
+      replace(this.results);
+    }
     try {
-      const page = await this.api.search({
-        components: search.keys.join(","),
-        exclude: search.excluded.length ? search.excluded.join(",") : undefined,
-        mode: search.mode === "any" ? "any" : "all",
-        same_position: search.mode === "same",
-        rank: search.rank,
-        min_ci: search.minCi,
-        limit: SIZES.searchPage,
-        cursor,
-      });
-      if (this.search !== search) return;
-      search.results.push(...page.results);
-      search.count = page.count;
-      search.next = page.next_cursor;
-      search.unknown = page.unknown_components;
-      this.status.className = "status";
-      const how = { all: "all", any: "any", same: "all (at one position)" }[search.mode];
-      const n = search.keys.length;
-      this.status.textContent =
-        `${search.count.toLocaleString()} prompt${search.count === 1 ? "" : "s"} with ${how} of ${n} component${n === 1 ? "" : "s"}` +
-        (search.excluded.length ? `, none of ${search.excluded.length} excluded` : "") +
-        (search.unknown.length ? ` (unknown here: ${search.unknown.join(", ")})` : "");
+      if (search.kind === "components") await this.pageComponents(search, cursor);
+      else await this.pageEdge(search, cursor);
     } catch (error) {
       if (this.search !== search) return;
       this.status.className = "status error";
       replace(this.status, `Search failed: ${(error as Error).message} `, h("button", { class: "link", onclick: () => void this.page(cursor) }, "Retry"));
       return;
     }
+    if (this.search !== search) return;
+    this.status.className = "status";
+    this.status.textContent = summary(search);
     this.render();
+    // a new search: its status and first results brought into view below the prompt list
+    if (cursor === null) this.element.scrollIntoView({ block: "start" });
+  }
+
+  private async pageComponents(search: ComponentSearch & { count: number; next: string | null }, cursor: string | null): Promise<void> {
+    const page = await this.api.search({
+      components: search.keys.join(","),
+      exclude: search.excluded.length ? search.excluded.join(",") : undefined,
+      mode: search.mode === "any" ? "any" : "all",
+      same_position: search.mode === "same",
+      rank: search.rank,
+      min_ci: search.minCi,
+      limit: SIZES.searchPage,
+      cursor,
+    });
+    if (this.search !== search) return;
+    search.results.push(...page.results);
+    search.count = page.count;
+    search.next = page.next_cursor;
+    search.unknown = page.unknown_components;
+  }
+
+  private async pageEdge(search: EdgeSearch & { count: number; next: string | null }, cursor: string | null): Promise<void> {
+    const page = await this.api.searchEdges({ source: search.edge.source, target: search.edge.target, limit: SIZES.searchPage, cursor });
+    if (this.search !== search) return;
+    search.results.push(...page.results);
+    search.count = page.total;
+    search.next = page.next_cursor;
+    search.minAbs = page.min_abs;
   }
 
   private render(): void {
     const search = this.search;
     if (!search) return;
-    replace(
-      this.colours,
-      ...search.keys.map((key, k) => h("span", { class: "chip", style: { background: colourOf(k) }, title: `positions where ${key} fires` }, key)),
-    );
-    replace(
-      this.results,
-      ...search.results.map((result, i) =>
-        h(
-          "li",
-          {
-            testid: "search-result",
-            class: result.id === this.current ? "item active" : "item",
-            attrs: { "data-prompt-id": String(result.id) },
-            onclick: () => this.openResult(i),
-          },
-          h("span", { class: "id" }, `#${result.id}`),
-          h("span", { class: "score", title: search.rank === "max_ci" ? "sum of the components' max CI" : "specificity score" }, format(result.score, 2)),
-          preview(result, search.keys),
+    if (search.kind === "components") {
+      replace(
+        this.colours,
+        ...search.keys.map((key, k) => h("span", { class: "chip", style: { background: colourOf(k) }, title: `positions where ${key} fires` }, key)),
+      );
+      replace(
+        this.results,
+        ...search.results.map((result, i) =>
+          this.item(
+            result.id,
+            i,
+            h("span", { class: "score", title: search.rank === "max_ci" ? "sum of the components' max CI" : "specificity score" }, format(result.score, 2)),
+            tokenPreview(result.tokens, componentMarks(result, search.keys)),
+          ),
         ),
-      ),
-    );
+      );
+    } else {
+      const { source, target } = search.edge;
+      replace(
+        this.colours,
+        h("span", { class: "chip", testid: "edge-source-chip", style: { background: EDGE_COLOURS.source }, title: "the edge's source: marked where it sends the edge" }, `from ${source}`),
+        h("span", { class: "chip", testid: "edge-target-chip", style: { background: EDGE_COLOURS.target }, title: "the edge's target: marked where it receives it" }, `to ${target}`),
+        h("button", { class: "link", testid: "edge-search-clear", title: "close this edge search", onclick: () => this.actions.closeEdge() }, "clear"),
+      );
+      replace(
+        this.results,
+        ...search.results.map((hit, i) =>
+          this.item(
+            hit.id,
+            i,
+            h("span", { class: "edge-hit", title: "the strongest edge between the two in this prompt: its value and positions" }, signed(hit.value), ` [${hit.source_position}] → [${hit.target_position}]`),
+            tokenPreview(hit.tokens, edgeMarks(hit.source_position, hit.target_position, source, target)),
+          ),
+        ),
+      );
+    }
     this.more.hidden = search.next === null;
+  }
+
+  private item(id: number, index: number, score: HTMLElement, preview: HTMLElement): HTMLElement {
+    return h(
+      "li",
+      { testid: "search-result", class: id === this.current ? "item active" : "item", attrs: { "data-prompt-id": String(id) }, onclick: () => this.openResult(index) },
+      h("span", { class: "id" }, `#${id}`),
+      score,
+      preview,
+    );
   }
 
   private openResult(index: number): void {
@@ -207,7 +287,7 @@ export class SearchPanel {
     const result = search?.results[index];
     if (!search || !result) return;
     search.active = index;
-    this.open(result.id);
+    this.actions.open(result.id, search.kind === "edge" ? { edge: search.edge, hit: search.results[index]! } : null);
     this.mark(result.id);
     this.results.children[index]?.scrollIntoView({ block: "nearest" });
   }
@@ -217,35 +297,30 @@ function colourOf(k: number): string {
   return MATCH_COLOURS[k % MATCH_COLOURS.length]!;
 }
 
-/** The prompt's tokens around the matching positions, each marked in the colour of the first
- * queried component that fires there (all of them in its title). */
-function preview(result: SearchResult, keys: readonly string[]): HTMLElement {
+function summary(search: Search): string {
+  const prompts = `${search.count.toLocaleString()} prompt${search.count === 1 ? "" : "s"}`;
+  if (search.kind === "edge") {
+    return `${prompts} with this edge at |value| ≥ ${format(search.minAbs, 2)}, strongest first`;
+  }
+  const how = { all: "all", any: "any", same: "all (at one position)" }[search.mode];
+  const n = search.keys.length;
+  return (
+    `${prompts} with ${how} of ${n} component${n === 1 ? "" : "s"}` +
+    (search.excluded.length ? `, none of ${search.excluded.length} excluded` : "") +
+    (search.unknown.length ? ` (unknown here: ${search.unknown.join(", ")})` : "")
+  );
+}
+
+/** Each position where a queried component fires, in the colour of the first one there (all of
+ * them in its title). */
+function componentMarks(result: SearchResult, keys: readonly string[]): Map<number, Mark> {
   const firing = new Map<number, string[]>();
   for (const key of keys) {
     for (const pos of result.matches[key]?.positions ?? []) firing.set(pos, [...(firing.get(pos) ?? []), key]);
   }
-  const marked = new Set(firing.keys());
-  const tokens = result.tokens;
-  const positions = [...marked].sort((a, b) => a - b);
-  const start = Math.max(0, (positions[0] ?? 0) - 6);
-  const end = Math.min(tokens.length, Math.max(start + 24, (positions[positions.length - 1] ?? 0) + 7));
-  return h(
-    "div",
-    { class: "preview tokens" },
-    start > 0 ? "…" : null,
-    ...tokens.slice(start, end).map((token, k) =>
-      marked.has(start + k)
-        ? h(
-            "mark",
-            {
-              attrs: { "data-pos": String(start + k), "data-key": firing.get(start + k)![0]! },
-              style: { background: colourOf(keys.indexOf(firing.get(start + k)![0]!)) },
-              title: firing.get(start + k)!.join(", "),
-            },
-            showToken(token),
-          )
-        : showToken(token),
-    ),
-    end < tokens.length ? "…" : null,
-  );
+  const marks = new Map<number, Mark>();
+  for (const [pos, here] of firing) {
+    marks.set(pos, { background: colourOf(keys.indexOf(here[0]!)), title: here.join(", "), data: { pos: String(pos), key: here[0]! } });
+  }
+  return marks;
 }

@@ -49,6 +49,22 @@ export function format(value: number | null | undefined, digits = 3): string {
   return value.toFixed(digits);
 }
 
+/** Decimals that show `value` to about four significant digits (at most three decimals). */
+export function valueDigits(value: number): number {
+  const abs = Math.abs(value);
+  return abs >= 1000 ? 0 : abs >= 100 ? 1 : abs >= 10 ? 2 : 3;
+}
+
+/** A signed value in the graph's sign colours (blue positive, vermillion negative). */
+export function signed(value: number, digits = 3): HTMLElement {
+  return h("span", { class: value < 0 ? "value negative" : "value positive" }, signedText(value, digits));
+}
+
+/** `value` with its sign always written (a true minus sign for negatives). */
+export function signedText(value: number, digits = 3): string {
+  return `${value < 0 ? "−" : "+"}${format(Math.abs(value), digits)}`;
+}
+
 /** Token text made visible: leading space as a dot, newlines and tabs as arrows. */
 export function showToken(token: string): string {
   return token.replace(/\n/g, "↵").replace(/\t/g, "→");

@@ -1,38 +1,60 @@
 // Card sections that read the loaded graph: a node's strongest edges, an edge's card, and the
 // cards of the input and output pseudo-nodes.
-import { OUTPUT_LAYER, WTE_LAYER, nodeLabel, outputToken, type GraphData } from "../graph/data";
+import { OUTPUT_LAYER, WTE_LAYER, componentEdge, nodeLabel, outputToken, type GraphData } from "../graph/data";
 import { nodeEdges, type NodeEdge } from "../graph/trace";
-import { format, h, showToken } from "./dom";
+import type { EdgeRef } from "../url";
+import { format, h, showToken, signed } from "./dom";
 
-function signed(value: number): HTMLElement {
-  return h("span", { class: value < 0 ? "value negative" : "value positive" }, `${value < 0 ? "−" : "+"}${format(Math.abs(value))}`);
+/** What a docked card's edge rows do: go to the node at the other end, and list the prompts
+ * where the edge's two components are joined (edges between components only). */
+export interface EdgeRowActions {
+  pick(node: number): void;
+  searchEdge: ((edge: EdgeRef) => void) | null;
 }
 
-function edgeItem(graph: GraphData, item: NodeEdge, pick: ((node: number) => void) | null): HTMLElement {
+function edgeItem(graph: GraphData, item: NodeEdge, actions: EdgeRowActions | null): HTMLElement {
   const label = nodeLabel(graph, item.other);
+  const ends = actions?.searchEdge ? componentEdge(graph, item.edge) : null;
+  const search = actions?.searchEdge;
   return h(
     "li",
     {
-      class: pick ? "edge-item clickable" : "edge-item",
+      class: actions ? "edge-item clickable" : "edge-item",
       attrs: { "data-node": String(item.other), "data-value": String(item.value) },
-      title: pick ? `go to ${label}` : label,
-      onclick: pick ? () => pick(item.other) : undefined,
+      title: actions ? `go to ${label}` : label,
+      onclick: actions ? () => actions.pick(item.other) : undefined,
     },
     signed(item.value),
     h("span", { class: "other" }, label),
+    ends && search
+      ? h(
+          "button",
+          {
+            class: "link edge-search",
+            testid: "edge-search",
+            attrs: { "data-source": ends.source, "data-target": ends.target },
+            title: `prompts with this edge: where ${ends.source} drives ${ends.target} (any positions)`,
+            onclick: (event) => {
+              event.stopPropagation();
+              search(ends);
+            },
+          },
+          "prompts",
+        )
+      : null,
   );
 }
 
-/** The node's strongest incoming and outgoing edges in this graph, signed; `pick` (when given)
- * makes each one a link to the node at its other end. */
-export function nodeEdgesSection(graph: GraphData, node: number, limit: number, pick: ((node: number) => void) | null): HTMLElement {
+/** The node's strongest incoming and outgoing edges in this graph, signed; `actions` (when
+ * given) make each one a link to the node at its other end, with an edge search. */
+export function nodeEdgesSection(graph: GraphData, node: number, limit: number, actions: EdgeRowActions | null): HTMLElement {
   const { incoming, outgoing } = nodeEdges(graph, node, limit);
   const list = (title: string, items: NodeEdge[]) =>
     h(
       "div",
       { class: "edge-list" },
       h("div", { class: "label" }, title),
-      items.length ? h("ol", {}, ...items.map((item) => edgeItem(graph, item, pick))) : h("div", { class: "muted" }, "none in this graph"),
+      items.length ? h("ol", {}, ...items.map((item) => edgeItem(graph, item, actions))) : h("div", { class: "muted" }, "none in this graph"),
     );
   return h(
     "div",
@@ -42,12 +64,13 @@ export function nodeEdgesSection(graph: GraphData, node: number, limit: number, 
   );
 }
 
-/** The card of edge j: which node drives which, by how much, and how it ranks. */
-export function edgeCardContent(graph: GraphData, edge: number, shownRank: number, shown: number): HTMLElement[] {
+/** The card of edge j: which node drives which, by how much, and how it ranks; `searchable`:
+ * a click on an edge between components lists the prompts with it. */
+export function edgeCardContent(graph: GraphData, edge: number, shownRank: number, shown: number, searchable: boolean): HTMLElement[] {
   const source = graph.edgeSource[edge]!;
   const target = graph.edgeTarget[edge]!;
   const value = graph.edgeValue[edge]!;
-  return [
+  const card: HTMLElement[] = [
     h("div", { class: "card-title" }, h("strong", {}, "Edge "), signed(value)),
     h(
       "dl",
@@ -63,6 +86,8 @@ export function edgeCardContent(graph: GraphData, edge: number, shownRank: numbe
       `attribution ${format(value, 4)}${graph.normalize === "none" ? "" : ` (normalised: ${graph.normalize})`} · rank ${shownRank + 1} of ${shown.toLocaleString()} shown`,
     ),
   ];
+  if (searchable && componentEdge(graph, edge)) card.push(h("div", { class: "hint" }, "click: prompts with this edge (across the corpus)"));
+  return card;
 }
 
 /** The card of an input (`wte`) or output node; null for component nodes. */

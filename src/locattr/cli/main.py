@@ -18,10 +18,15 @@ from locattr.cli.words import plural
 from locattr.errors import LocattrError
 from locattr.graph import OUTPUT_LAYER
 from locattr.storage import LocalAttrDB, resolve_target
+from locattr.storage.aggregate import AggregateReport
+from locattr.storage.corpus import DIRECTIONS
+from locattr.storage.edge_rows import EDGE_INDEX_MIN_ABS
 from locattr.storage.engine import create_sync_engine
 from locattr.storage.queries import RANKS
 from locattr.storage.reads import COFIRING_ORDERS, DEFAULT_MIN_COUNT
+from locattr.storage.records import preview_of
 from locattr.storage.schema import current_revision, upgrade
+from locattr.storage.writes import CORPUS_TABLES_STALE_KEY
 
 app = typer.Typer(
     name="locattr",
@@ -71,6 +76,69 @@ def db_upgrade(db: DbOption) -> None:
         with LocalAttrDB(db) as database:
             through = database.build_postings()
         console.print(f"{target.display}: search index packed through prompt {through}")
+    with LocalAttrDB(db) as database:
+        if CORPUS_TABLES_STALE_KEY not in database.get_meta():
+            return
+        # A database older than the corpus tables: fill them as `locattr db aggregate` does,
+        # unless some prompts lost their graphs (--no-graphs), from which nothing can be built.
+        without = sum(not info.has_graph for info in database.iter_prompts())
+        if without:
+            console.print(
+                f"{target.display}: corpus attributions and edge index not built: "
+                f"{plural(without, 'prompt was', 'prompts were')} stored without "
+                "graphs (--no-graphs), so partner and edge queries stay unavailable",
+                style="yellow",
+            )
+            return
+        console.print(
+            f"{target.display}: building the corpus attributions and edge index from the stored "
+            "graphs (what `locattr db aggregate` does)"
+        )
+        report = _aggregate(database, edge_min_abs=None)
+    console.print(_aggregate_summary(target.display, report))
+
+
+@db_app.command("aggregate")
+def db_aggregate(
+    db: DbOption,
+    edge_min_abs: Annotated[
+        float | None,
+        typer.Option(
+            help="The edge index's floor: index a component pair in a prompt when its strongest "
+            f"edge there has |value| at least this (default: the database's, "
+            f"{EDGE_INDEX_MIN_ABS:g} unless changed)."
+        ),
+    ] = None,
+) -> None:
+    """Rebuild the corpus attributions (every component pair's edge values summed over the
+    stored graphs) and the edge index from the stored graphs: for a database built before
+    them, or to change the edge index's floor."""
+    with LocalAttrDB(db) as database:
+        report = _aggregate(database, edge_min_abs=edge_min_abs)
+    console.print(_aggregate_summary(resolve_target(db).display, report))
+
+
+def _aggregate(database: LocalAttrDB, *, edge_min_abs: float | None) -> AggregateReport:
+    """`database.aggregate` with a progress display (prompts read, of all)."""
+    from locattr.cli.progress import progress_display
+    from locattr.generate import Progress
+
+    state = Progress(total=0, done=0)
+    with progress_display("locattr db aggregate") as show:
+
+        def step(done: int, total: int) -> None:
+            state.total, state.done, state.added = total, done, done
+            show(state)
+
+        return database.aggregate(edge_min_abs=edge_min_abs, progress=step)
+
+
+def _aggregate_summary(display: str, report: AggregateReport) -> str:
+    return (
+        f"{display}: corpus attributions of {plural(report.pairs, 'component pair')} from "
+        f"{plural(report.prompts, 'prompt')}; edge index of "
+        f"{plural(report.indexed_edges, 'edge')} with |value| >= {report.edge_min_abs:g}"
+    )
 
 
 @db_app.command("optimize")
@@ -182,6 +250,82 @@ def query_cofiring(
             f"{partner.jaccard:.3f}",
         )
     console.print(table)
+
+
+@query_app.command("partners")
+def query_partners(
+    key: Annotated[str, typer.Argument(help="Component key 'layer:index'.")],
+    db: DbOption,
+    direction: Annotated[
+        str,
+        typer.Option(
+            help="upstream: the components sending attribution to KEY; downstream: those "
+            "receiving it."
+        ),
+    ] = "upstream",
+    limit: Annotated[int, typer.Option(help="How many partners (1-1000).")] = 20,
+) -> None:
+    """The components KEY exchanges attribution with across the corpus: per partner, the sum
+    over every stored graph of the values of the edges between the two (total), of their
+    |value| (total |value|), and the prompts with such an edge; largest total |value| first."""
+    with _open(db) as database:
+        found = database.get_partners(
+            key, direction=_choice(direction, DIRECTIONS, "--direction"), limit=limit
+        )
+    verb = "send attribution to" if found.direction == "upstream" else "receive attribution from"
+    table = Table(
+        title=f"{plural(found.n_partners, 'component')} {verb} {found.key} over "
+        f"{plural(found.n_prompts, 'prompt')} (largest total |value| first)"
+    )
+    for column in ("component", "total", "total |value|", "prompts"):
+        table.add_column(column, justify="left" if column == "component" else "right")
+    for partner in found.partners:
+        table.add_row(
+            partner.key,
+            f"{partner.total:+.4f}",
+            f"{partner.total_abs:.4f}",
+            str(partner.prompt_count),
+        )
+    console.print(table)
+
+
+@query_app.command("edges")
+def query_edges(
+    source: Annotated[str, typer.Argument(help="Source component key 'layer:index'.")],
+    target: Annotated[str, typer.Argument(help="Target component key, of a later layer.")],
+    db: DbOption,
+    min_abs: Annotated[
+        float | None,
+        typer.Option(
+            help="Only prompts where the strongest edge reaches this |value| (default and "
+            "lowest: the edge index's floor)."
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Results per page (1-1000).")] = 20,
+    cursor: Annotated[str | None, typer.Option(help="next_cursor from a previous page.")] = None,
+) -> None:
+    """Prompts where an edge runs from SOURCE to TARGET (at any positions) with |value| at least
+    --min-abs, strongest first: each with that edge's |value|, signed value and positions."""
+    with _open(db) as database:
+        page = database.find_prompts_with_edge(
+            source, target, min_abs=min_abs, limit=limit, cursor=cursor
+        )
+    table = Table(
+        title=f"{plural(page.total, 'prompt')} where {page.source} -> {page.target} has "
+        f"|value| >= {page.min_abs:g}"
+    )
+    for column in ("prompt", "max |value| (value)", "positions", "text"):
+        table.add_column(column, overflow="fold")
+    for hit in page.hits:
+        table.add_row(
+            str(hit.prompt_id),
+            f"{hit.max_abs:.4f} ({hit.value:+.4f})",
+            f"{hit.source_position}→{hit.target_position}",
+            preview_of(hit.tokens, 60),
+        )
+    console.print(table)
+    if page.next_cursor:
+        console.print(f"more: --cursor {page.next_cursor}")
 
 
 def _choice(value: str, choices: tuple[T, ...], option: str) -> T:

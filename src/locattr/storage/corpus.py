@@ -175,7 +175,8 @@ def _known(connection: Connection, layers: LayerCache, key: ComponentKey) -> int
     component_id = layers.component_id(connection, key)
     if component_id is None:
         raise UnknownComponentError(
-            f"no component {key} in this database: list them with GET /api/components"
+            f"no component {key} in this database (`locattr query components` and "
+            "/api/components list them)"
         )
     return component_id
 
