@@ -1,7 +1,12 @@
-"""Storage benchmark: blob size, decode speed, write throughput and search latency.
+"""Storage benchmark: blob size, decode speed, write throughput, search latency, and a whole
+demo database.
 
-Compared in the same run with the original system's method (`original_storage`), on synthetic
-graphs of the real model's shape (`synthetic`). Prints a table and one ``FIGURE`` line each.
+Compared in the same run with the original system's method (`original_storage`): graph blobs on
+synthetic graphs of the real model's shape (`synthetic`), at the generation default (edge values
+at step 1e-6, the original's precision) and at float32 and float16; and the 60-prompt demo
+database (`locattr-generate --model demo --n-prompts 60`: graphs, index, activation contexts)
+against the same content written in the original's database (`original_storage.write_database`).
+Prints a table and one ``FIGURE`` line each.
 
     python -m benchmarks.bench_storage            # full size (several minutes)
     python -m benchmarks.bench_storage --quick    # small search corpus, fewer repetitions
@@ -24,8 +29,10 @@ import orjson
 from benchmarks import original_storage
 from benchmarks.synthetic import Shape, synthetic_graph
 from locattr import LocalAttrDB
+from locattr.generate import GenerateOptions, generate
 from locattr.graph import Graph
 from locattr.storage import PromptRecord, ValueDtype, decode_graph, encode_graph, queries
+from locattr.storage.codec import DEFAULT_VALUE_ENCODING, ValueEncoding, value_encoding_label
 
 SEARCH_PAGE = 50
 LEVELS = (0.01, 0.10, 0.50)
@@ -53,20 +60,31 @@ def bench_size_and_decode(
     graph: Graph, shape: Shape, repeat: int
 ) -> tuple[list[Row], dict[str, float]]:
     canonical = graph.canonical()
-    ours32 = encode_graph(canonical)
-    ours16 = encode_graph(canonical, value_dtype=ValueDtype.FLOAT16)
+    ours = encode_graph(canonical, value_encoding=DEFAULT_VALUE_ENCODING)
+    ours32 = encode_graph(canonical, value_encoding=ValueDtype.FLOAT32)
+    ours16 = encode_graph(canonical, value_encoding=ValueDtype.FLOAT16)
     theirs = original_storage.encode(graph, shape)
-    ours_decode = median_seconds(lambda: decode_graph(ours32), repeat)
+    ours_decode = median_seconds(lambda: decode_graph(ours), repeat)
+    ours32_decode = median_seconds(lambda: decode_graph(ours32), repeat)
     theirs_decode = median_seconds(lambda: original_storage.decode(theirs), max(2, repeat // 3))
     per_edge = lambda blob: f"{len(blob) / 1e6:.2f} MB ({len(blob) / graph.n_edges:.2f} B/edge)"  # noqa: E731
     figures = {
+        "storage_bytes_ratio": len(ours) / len(theirs),
         "storage_bytes_ratio_f32": len(ours32) / len(theirs),
         "storage_bytes_ratio_f16": len(ours16) / len(theirs),
         "storage_decode_speedup": theirs_decode / ours_decode,
+        "storage_decode_speedup_f32": theirs_decode / ours32_decode,
     }
+    step = value_encoding_label(DEFAULT_VALUE_ENCODING)
     rows = [
         Row(
-            "graph blob, float32 values",
+            f"graph blob, values at step {step} (default)",
+            per_edge(ours),
+            per_edge(theirs),
+            f"{figures['storage_bytes_ratio']:.2f}x size",
+        ),
+        Row(
+            "graph blob, float32 values (lossless)",
             per_edge(ours32),
             per_edge(theirs),
             f"{figures['storage_bytes_ratio_f32']:.2f}x size",
@@ -78,10 +96,16 @@ def bench_size_and_decode(
             f"{figures['storage_bytes_ratio_f16']:.2f}x size",
         ),
         Row(
-            "graph decode",
+            "graph decode (default)",
             f"{ours_decode * 1e3:.1f} ms",
             f"{theirs_decode * 1e3:.0f} ms",
             f"{figures['storage_decode_speedup']:.0f}x faster",
+        ),
+        Row(
+            "graph decode (float32)",
+            f"{ours32_decode * 1e3:.1f} ms",
+            f"{theirs_decode * 1e3:.0f} ms",
+            f"{figures['storage_decode_speedup_f32']:.0f}x faster",
         ),
     ]
     return rows, figures
@@ -101,7 +125,7 @@ def bench_write(
         db.register_layers({name: shape.n_components for name in shape.layers})
         start = time.perf_counter()
         for batch in range(0, len(records), 4):
-            db.add_prompts(records[batch : batch + 4])
+            db.add_prompts(records[batch : batch + 4], value_encoding=DEFAULT_VALUE_ENCODING)
         ours = len(records) / (time.perf_counter() - start)
     original = original_storage.OriginalDB(workdir / "write-original.db")
     start = time.perf_counter()
@@ -307,6 +331,134 @@ def bench_search(
     return rows, {"search_p95_ms": max(p95s) * 1e3, "search_speedup": min(speedups)}
 
 
+DEMO_PROMPTS = 60
+DEMO_PARTS: dict[str, tuple[str, ...]] = {
+    "prompts (tokens, graphs)": ("prompts", "sqlite_autoindex_prompts_1"),
+    "index (component -> prompts)": (
+        "component_activations",
+        "ix_component_activations_prompt",
+        "idx_component_key",
+        "idx_prompt_id",
+        "components",
+        "sqlite_autoindex_components_1",
+        "layers",
+        "sqlite_autoindex_layers_1",
+    ),
+    "activation contexts": (
+        "activation_contexts",
+        "activation_context_dictionaries",
+        "meta",
+        "sqlite_autoindex_meta_1",
+    ),
+}
+"""What both databases hold, by the tables (and their indexes) that hold it. The original kept
+its activation contexts in `meta`, as locattr keeps a few settings there."""
+
+SCHEMA_TABLES = (
+    "sqlite_schema",
+    "sqlite_sequence",
+    "alembic_version",
+    "sqlite_autoindex_alembic_version_1",
+)
+"""Pages every database spends on its schema: counted with the content."""
+
+
+def table_bytes(path: Path) -> dict[str, int]:
+    """Bytes of the pages of each table and index of a SQLite file, after VACUUM (so free
+    pages count nowhere); needs SQLite's `dbstat` table."""
+    with tempfile.TemporaryDirectory(prefix="locattr-vacuum-") as tmp:
+        copy = Path(tmp) / "vacuumed.db"
+        source = sqlite3.connect(path)
+        source.execute("VACUUM INTO ?", (str(copy),))
+        source.close()
+        connection = sqlite3.connect(copy)
+        sizes = dict(connection.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name"))
+        connection.close()
+        assert sum(sizes.values()) == copy.stat().st_size, "dbstat must account for every page"
+    return sizes
+
+
+def demo_database(path: Path, value_precision: ValueEncoding) -> None:
+    generate(
+        GenerateOptions(
+            model="demo",
+            output=str(path),
+            n_prompts=DEMO_PROMPTS,
+            n_ctx=32,
+            batch_size=8,
+            device="cpu",
+            value_precision=value_precision,
+        )
+    )
+
+
+def bench_demo_database(workdir: Path, *, with_float32: bool) -> tuple[list[Row], dict[str, float]]:
+    """The demo database against the same content in the original's database, part by part.
+
+    `demo_bytes_ratio` counts the content both hold (prompts with graphs, the index, the
+    activation contexts, and the tables that name components); `demo_file_ratio` the whole
+    file, locattr's search accelerators and corpus tables included.
+    """
+    ours_path, theirs_path = workdir / "demo.db", workdir / "demo-original.db"
+    demo_database(ours_path, DEFAULT_VALUE_ENCODING)
+    with LocalAttrDB(ours_path, readonly=True) as db:
+        original_storage.write_database(db, theirs_path)
+    ours, theirs = table_bytes(ours_path), table_bytes(theirs_path)
+    parts = {name: sum(ours.get(t, 0) for t in tables) for name, tables in DEMO_PARTS.items()}
+    their_parts = {
+        name: sum(theirs.get(t, 0) for t in tables) for name, tables in DEMO_PARTS.items()
+    }
+    content_tables = {t for tables in DEMO_PARTS.values() for t in tables} | set(SCHEMA_TABLES)
+    # Everything else is locattr's alone (no counterpart in the original): the index packed for
+    # search, co-firing counts, corpus attributions and the edge index, all derived from the
+    # content.
+    content = sum(size for name, size in ours.items() if name in content_tables)
+    ours_total, theirs_total = sum(ours.values()), sum(theirs.values())
+    mb = lambda n: f"{n / 1e6:.2f} MB"  # noqa: E731
+    ratio = lambda a, b: f"{a / b:.2f}x size" if b else "-"  # noqa: E731
+    label = f"demo db ({DEMO_PROMPTS} prompts)"
+    rows = [
+        Row(f"{label}: {name}", mb(parts[name]), mb(their_parts[name]), ratio(parts[name], b))
+        for name, b in their_parts.items()
+    ]
+    schema = content - sum(parts.values())
+    rows.append(
+        Row(
+            f"{label}: schema",
+            mb(schema),
+            mb(theirs_total - sum(their_parts.values())),
+            "",
+        )
+    )
+    if with_float32:
+        float32_path = workdir / "demo-float32.db"
+        demo_database(float32_path, ValueDtype.FLOAT32)
+        float32 = table_bytes(float32_path)
+        prompts32 = sum(float32.get(t, 0) for t in DEMO_PARTS["prompts (tokens, graphs)"])
+        rows.append(
+            Row(
+                f"{label}: prompts (tokens, graphs), float32 values",
+                mb(prompts32),
+                mb(their_parts["prompts (tokens, graphs)"]),
+                ratio(prompts32, their_parts["prompts (tokens, graphs)"]),
+            )
+        )
+    figures = {
+        "demo_bytes_ratio": content / theirs_total,
+        "demo_file_ratio": ours_total / theirs_total,
+    }
+    rows += [
+        Row(f"{label}: same content", mb(content), mb(theirs_total), ratio(content, theirs_total)),
+        Row(
+            f"{label}: + search postings, corpus tables",
+            mb(ours_total),
+            mb(theirs_total),
+            ratio(ours_total, theirs_total),
+        ),
+    ]
+    return rows, figures
+
+
 def print_table(title: str, rows: list[Row]) -> None:
     widths = [
         max(len(getattr(r, f)) for r in [Row("what", "locattr", "original", "ratio"), *rows])
@@ -363,8 +515,9 @@ def main(argv: list[str] | None = None) -> None:
         search_rows, search_figures = bench_search(
             corpus, workdir / "search.db", workdir / "search-original.db", repeat
         )
-    print_table("storage (SQLite, one process)", rows + write_rows + search_rows)
-    for name, value in {**figures, **write_figures, **search_figures}.items():
+        demo_rows, demo_figures = bench_demo_database(workdir, with_float32=not args.quick)
+    print_table("storage (SQLite, one process)", rows + write_rows + search_rows + demo_rows)
+    for name, value in {**figures, **write_figures, **search_figures, **demo_figures}.items():
         print(f"FIGURE {name} {value:.3g}")
 
 

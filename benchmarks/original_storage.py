@@ -2,8 +2,9 @@
 
 What it did (docs/original-system.md section 2): each prompt's graph as gzipped JSON "pairs"
 (local component indices, values rounded to 6 decimals), one INSERT per index row keyed by
-text component keys, one commit per prompt, and a search that groups the index by prompt and
-then loads every prompt summary.
+text component keys, one commit per prompt, a search that groups the index by prompt and
+then loads every prompt summary, and the activation contexts as one gzipped JSON blob in
+`meta` (`{layer: [component context, ...]}`, each list by `mean_ci` descending).
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import gzip
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from benchmarks.synthetic import Shape, layer_pairs
+from locattr import LocalAttrDB
 from locattr.graph import Graph
 
 SCHEMA = """
@@ -30,13 +33,34 @@ CREATE INDEX IF NOT EXISTS idx_prompt_id ON component_activations(prompt_id);
 """
 
 
-def pairs_json(graph: Graph, shape: Shape) -> list[dict[str, object]]:
-    """The seed's `pairs` list: one element per (source, target) layer pair, local indices."""
+def graph_pairs(graph: Graph) -> list[tuple[str, str, bool]]:
+    """(source, target, crosses_positions) of the layer pairs `graph` has edges between, in
+    layer order; a pair crosses positions by the original's name rule (`is_kv_to_o_pair`:
+    k/v -> o_proj of the same block)."""
+    src_layer = graph.node_layer[graph.edge_source].astype(np.int64)
+    tgt_layer = graph.node_layer[graph.edge_target].astype(np.int64)
+    codes = np.unique(src_layer * len(graph.layers) + tgt_layer)
+    pairs = []
+    for code in codes.tolist():
+        source, target = (
+            graph.layers[code // len(graph.layers)],
+            graph.layers[code % len(graph.layers)],
+        )
+        same_block = source.split(".")[1:2] == target.split(".")[1:2]
+        crosses = ("k_proj" in source or "v_proj" in source) and "o_proj" in target and same_block
+        pairs.append((source, target, crosses))
+    return pairs
+
+
+def pairs_json(graph: Graph, shape: Shape | None = None) -> list[dict[str, object]]:
+    """The seed's `pairs` list: one element per (source, target) layer pair, local indices;
+    the pairs of `shape`'s topology (every one, as the original emitted them), or without a
+    shape those `graph` has edges between."""
     index = {name: i for i, name in enumerate(graph.layers)}
     src_layer = graph.node_layer[graph.edge_source]
     tgt_layer = graph.node_layer[graph.edge_target]
     out = []
-    for source, target, crosses in layer_pairs(shape):
+    for source, target, crosses in layer_pairs(shape) if shape else graph_pairs(graph):
         s, t = index[source], index[target]
         trimmed_in = np.unique(graph.node_component[graph.node_layer == s])
         trimmed_out = np.unique(graph.node_component[graph.node_layer == t])
@@ -70,7 +94,7 @@ def pairs_json(graph: Graph, shape: Shape) -> list[dict[str, object]]:
     return out
 
 
-def encode(graph: Graph, shape: Shape) -> bytes:
+def encode(graph: Graph, shape: Shape | None = None) -> bytes:
     return gzip.compress(json.dumps(pairs_json(graph, shape)).encode())
 
 
@@ -133,3 +157,58 @@ class OriginalDB:
 
     def close(self) -> None:
         self.connection.close()
+
+
+def contexts_blob(contexts: dict[str, dict[str, Any]]) -> bytes:
+    """The original's `activation_contexts` meta value: gzip(JSON of `{layer: [context, ...]}`),
+    each layer's list by `mean_ci` descending."""
+    by_layer: dict[str, list[dict[str, Any]]] = {}
+    for key, context in contexts.items():
+        by_layer.setdefault(key.rsplit(":", 1)[0], []).append(context)
+    for contexts_of_layer in by_layer.values():
+        contexts_of_layer.sort(key=lambda c: -float(c.get("mean_ci") or 0.0))
+    return gzip.compress(json.dumps(by_layer).encode())
+
+
+def write_database(db: LocalAttrDB, path: Path) -> None:
+    """`db`'s content (a SQLite database) in the original's database: prompts with their token
+    strings and graphs (as `db` decodes them), the same index rows (text keys, JSON positions)
+    and the activation contexts; then VACUUM, so the file holds no free pages."""
+    source = db.target.sqlite_path
+    assert source is not None, "write_database reads a SQLite database"
+    original = OriginalDB(path)
+    connection = original.connection
+    connection.execute(
+        "INSERT INTO meta VALUES ('activation_contexts', ?)",
+        (contexts_blob(db.get_activation_contexts()),),
+    )
+    ours = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    for prompt in db.iter_prompts():
+        graph = db.get_graph(prompt.id)
+        assert graph is not None, f"prompt {prompt.id} has no graph"
+        cursor = connection.execute(
+            "INSERT INTO prompts (tokens, pairs) VALUES (?, ?)",
+            (json.dumps(prompt.tokens), encode(graph)),
+        )
+        index = ours.execute(
+            "SELECT l.name || ':' || c.\"index\", a.max_ci, a.positions "
+            "FROM component_activations a JOIN components c ON c.id = a.component_id "
+            "JOIN layers l ON l.id = c.layer_id WHERE a.prompt_id = ? ORDER BY a.component_id",
+            (prompt.id,),
+        ).fetchall()
+        connection.executemany(
+            "INSERT INTO component_activations VALUES (?, ?, ?, ?)",
+            [
+                (
+                    cursor.lastrowid,
+                    key,
+                    max_ci,
+                    json.dumps(np.frombuffer(positions, "<u2").tolist()),
+                )
+                for key, max_ci, positions in index
+            ],
+        )
+    ours.close()
+    connection.commit()
+    connection.execute("VACUUM")
+    original.close()

@@ -5,8 +5,8 @@ Revises: 0003_ci_sum_prompt_postings
 Create Date: 2026-12-03 12:40:00.000000
 
 - ``corpus_attributions``: every component pair's edge values summed over the stored graphs.
-- ``edge_activations``: per prompt, the component pairs whose strongest edge reaches a floor;
-  ``edge_postings`` the same packed per pair.
+- ``edge_postings``: per component pair, the prompts where its strongest edge reaches a floor.
+- ``corpus_deltas``: what each write batch adds to those two, until folded in.
 - ``cofiring_counts``: co-firing counts of the components firing in many prompts (a cache,
   filled by `locattr db optimize`, which `locattr db upgrade` runs).
 
@@ -43,18 +43,11 @@ def upgrade() -> None:
     )
     op.create_index("ix_corpus_attributions_target", "corpus_attributions", ["target_id"])
     op.create_table(
-        "edge_activations",
-        sa.Column("source_id", sa.Integer(), nullable=False),
-        sa.Column("target_id", sa.Integer(), nullable=False),
-        sa.Column("prompt_id", sa.Integer(), nullable=False),
-        sa.Column("value", sa.Float(), nullable=False),
-        sa.Column("source_position", sa.Integer(), nullable=False),
-        sa.Column("target_position", sa.Integer(), nullable=False),
-        sa.ForeignKeyConstraint(["source_id"], ["components.id"]),
-        sa.ForeignKeyConstraint(["target_id"], ["components.id"]),
-        sa.ForeignKeyConstraint(["prompt_id"], ["prompts.id"], ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("source_id", "target_id", "prompt_id"),
-        sqlite_with_rowid=False,
+        "corpus_deltas",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("pair_sums", sa.LargeBinary(), nullable=False),
+        sa.Column("strong_edges", sa.LargeBinary(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
     )
     op.create_table(
         "edge_postings",
@@ -87,6 +80,6 @@ def downgrade() -> None:
     op.execute("DELETE FROM meta WHERE key IN ('corpus_tables_stale', 'edge_index_min_abs')")
     op.drop_table("cofiring_counts")
     op.drop_table("edge_postings")
-    op.drop_table("edge_activations")
+    op.drop_table("corpus_deltas")
     op.drop_index("ix_corpus_attributions_target", table_name="corpus_attributions")
     op.drop_table("corpus_attributions")

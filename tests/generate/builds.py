@@ -8,7 +8,7 @@ from sqlalchemy import text
 
 from locattr import LocalAttrDB
 from locattr.graph import Graph
-from locattr.storage import edge_postings
+from locattr.storage import corpus_deltas, edge_postings
 from locattr.storage.edge_rows import ATTRIBUTION_UNIT
 
 PairTotals = dict[tuple[str, str], tuple[int, int, int]]
@@ -121,19 +121,24 @@ def stored_corpus_tables(target: str) -> tuple[PairTotals, StrongEdges]:
     """The corpus tables as stored, by keys and prompt identities."""
     with LocalAttrDB(target, readonly=True) as db, db.engine.connect() as connection:
         key_of = _component_keys(db)
+        sums = corpus_deltas.all_sums(connection)
         totals = {
             (key_of[s], key_of[t]): (total, total_abs, count)
-            for s, t, total, total_abs, count in connection.execute(
-                text(
-                    "SELECT source_id, target_id, total, total_abs, prompt_count "
-                    "FROM corpus_attributions"
-                )
+            for s, t, total, total_abs, count in zip(
+                sums.source.tolist(),
+                sums.target.tolist(),
+                sums.total.tolist(),
+                sums.total_abs.tolist(),
+                sums.prompt_count.tolist(),
+                strict=True,
             )
         }
         identity_of = {p.id: p.identity for p in db.iter_prompts()}
         strong = {
             (identity_of[p], key_of[s], key_of[t]): (value, sp, tp)
-            for s, t, entries in edge_postings.all_entries(connection)
+            for s, t, entries in edge_postings.all_entries(
+                connection, corpus_deltas.pending(connection).strong
+            )
             for p, value, sp, tp in zip(
                 entries.prompt_ids.tolist(),
                 entries.values.tolist(),

@@ -43,7 +43,8 @@ def test_graphs_equal_computing_the_prompts_directly(tmp_path: Path) -> None:
             stored = db.get_graph(info.id)
             assert stored is not None and stored.n_edges > 0
             direct = compute_graph(run, info.token_ids, include_wte=True, include_output=True)
-            assert stored.same_as(direct, rtol=1e-5, atol=1e-7)
+            # Stored at the default precision (step 1e-6): within half a step of the compute.
+            assert stored.same_as(direct, rtol=1e-5, atol=1e-7 + 0.5e-6)
             assert "".join(info.tokens).strip()  # readable text for previews
         key = db.get_unique_components()[0]
         assert db.find_prompts_with_components([key]).total >= 1

@@ -1,3 +1,4 @@
+import base64
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -70,7 +71,7 @@ def test_float16_round_trip_keeps_float16_precision(graph: Graph) -> None:
     in_range = Graph(
         **{**graph.__dict__, "edge_value": np.clip(np.nan_to_num(graph.edge_value), -6e4, 6e4)}
     )
-    decoded = decode_graph(encode_graph(in_range, value_dtype=ValueDtype.FLOAT16))
+    decoded = decode_graph(encode_graph(in_range, value_encoding=ValueDtype.FLOAT16))
     assert_columns_equal(in_range, decoded)
     np.testing.assert_array_equal(
         decoded.edge_value, in_range.edge_value.astype(np.float16).astype(np.float32)
@@ -80,7 +81,7 @@ def test_float16_round_trip_keeps_float16_precision(graph: Graph) -> None:
 def test_float16_refuses_values_it_cannot_hold() -> None:
     graph = Graph.from_records([("a", 0, 0, 1.0), ("b", 0, 0, 1.0)], [("a", 0, 0, "b", 0, 0, 1e6)])
     with pytest.raises(GraphCodecError, match="float32"):
-        encode_graph(graph, value_dtype=ValueDtype.FLOAT16)
+        encode_graph(graph, value_encoding=ValueDtype.FLOAT16)
 
 
 def test_canonical_order_is_smaller_than_shuffled() -> None:
@@ -141,8 +142,47 @@ def test_records_view_matches_arrays() -> None:
     assert arrays["target_layer"].tolist() == ["b"] and arrays["value"].tolist() == [-3.0]
 
 
-def test_writes_format_2() -> None:
-    assert FORMAT_VERSION == 2 and encode_graph(Graph.empty())[4] == 2
+def test_writes_format_3() -> None:
+    assert FORMAT_VERSION == 3 and encode_graph(Graph.empty())[4] == 3
+
+
+WRITTEN_BY_V2 = {
+    ValueDtype.FLOAT32: base64.b64decode(
+        "TEFHUgIAAADpAAAAeyJsYXllcnMiOlsiaC4wLm1scC5jX2ZjIiwiaC4wLm1scC5kb3duX3Byb2oiLCJoLjEu"
+        "YXR0bi5vX3Byb2oiXSwibl9ub2RlcyI6NCwibl9lZGdlcyI6MywiY29sdW1ucyI6W1siZGVsdGEiLCJ8dTEi"
+        "LDE3XSxbImRlbHRhIiwifHUxIiwxN10sWyJkZWx0YSIsInx1MSIsMTddLFsicGxhaW4iLCI8ZjQiLDI5XSxb"
+        "InJ1bnMiLCI8aTQiLDI0XSxbImRlbHRhIiwifHUxIiwxNl0sWyJwbGFpbiIsIjxmNCIsMjVdXX0otS/9JAQh"
+        "AAAAAAEBlGenHyi1L/0kBCEAAAABAADvQiJrKLUv/SQEIQAAAwAC/XN1Z58otS/9JBCBAAAAAAAAAAAAAABA"
+        "AIA/Pz8+6atpCyi1L/0kEF0AACgAAAECAAEABtAClRutIii1L/0kAxkAAAH/ApXStr8otS/9JAxhAAAAAAAA"
+        "AAAAgEC/Pj+9ZdYI"
+    ),
+    ValueDtype.FLOAT16: base64.b64decode(
+        "TEFHUgIBAADpAAAAeyJsYXllcnMiOlsiaC4wLm1scC5jX2ZjIiwiaC4wLm1scC5kb3duX3Byb2oiLCJoLjEu"
+        "YXR0bi5vX3Byb2oiXSwibl9ub2RlcyI6NCwibl9lZGdlcyI6MywiY29sdW1ucyI6W1siZGVsdGEiLCJ8dTEi"
+        "LDE3XSxbImRlbHRhIiwifHUxIiwxN10sWyJkZWx0YSIsInx1MSIsMTddLFsicGxhaW4iLCI8ZjQiLDI5XSxb"
+        "InJ1bnMiLCI8aTQiLDI0XSxbImRlbHRhIiwifHUxIiwxNl0sWyJwbGFpbiIsIjxmMiIsMTldXX0otS/9JAQh"
+        "AAAAAAEBlGenHyi1L/0kBCEAAAABAADvQiJrKLUv/SQEIQAAAwAC/XN1Z58otS/9JBCBAAAAAAAAAAAAAABA"
+        "AIA/Pz8+6atpCyi1L/0kEF0AACgAAAECAAEABtAClRutIii1L/0kAxkAAAH/ApXStr8otS/9JAYxAAAAAAC4"
+        "NDrgTjW/"
+    ),
+}
+"""Written by locattr's format-2 encoder from `WRITTEN_GRAPH` (before format 3)."""
+
+
+@pytest.mark.parametrize("value_dtype", list(ValueDtype))
+def test_blobs_written_by_format_2_decode(value_dtype: ValueDtype) -> None:
+    blob = WRITTEN_BY_V2[value_dtype]
+    assert blob[4] == 2 and blob[5] == value_dtype
+    decoded = decode_graph(blob)
+    assert decoded.same_as(WRITTEN_GRAPH)
+    assert decoded.edges == WRITTEN_GRAPH.edges and decoded.nodes == WRITTEN_GRAPH.nodes
+    assert decode_graph(encode_graph(WRITTEN_GRAPH, value_encoding=value_dtype)).same_as(decoded)
+
+
+def test_format_2_blobs_cannot_claim_quantized_values() -> None:
+    blob = WRITTEN_BY_V2[ValueDtype.FLOAT32]
+    with pytest.raises(GraphCodecError, match="unknown value code 2"):
+        decode_graph(blob[:5] + bytes([2]) + blob[6:])
 
 
 @settings(max_examples=100, deadline=None)
@@ -166,11 +206,15 @@ def test_blobs_written_by_format_1_decode(value_dtype: ValueDtype) -> None:
     assert decoded.edges == WRITTEN_GRAPH.edges and decoded.nodes == WRITTEN_GRAPH.nodes
 
 
-@pytest.mark.parametrize("encode", [encode_graph, encode_v1])
+def encode_v2_or_later(graph: Graph, value_dtype: ValueDtype) -> bytes:
+    return encode_graph(graph, value_encoding=value_dtype)
+
+
+@pytest.mark.parametrize("encode", [encode_v2_or_later, encode_v1])
 @pytest.mark.parametrize("value_dtype", list(ValueDtype))
 def test_empty_graph_round_trip(encode: Callable[..., bytes], value_dtype: ValueDtype) -> None:
     for graph in (Graph.empty(), Graph.from_records([("a", 3, 1, 0.5)], [])):
-        decoded = decode_graph(encode(graph, value_dtype=value_dtype))
+        decoded = decode_graph(encode(graph, value_dtype))
         assert_columns_equal(graph, decoded)
         assert decoded.n_edges == 0 and decoded.edge_value.dtype == np.float32
 
@@ -195,7 +239,7 @@ def big_graph(n_nodes: int = 3000, n_edges: int = 400_000, *, sort: bool = True)
 @pytest.mark.parametrize("sort", [True, False])
 def test_big_graph_round_trip(value_dtype: ValueDtype, sort: bool) -> None:
     graph = big_graph(sort=sort)
-    blob = encode_graph(graph, value_dtype=value_dtype)
+    blob = encode_graph(graph, value_encoding=value_dtype)
     assert columns_of(blob)[0]["columns"][4][0] == ("runs" if sort else "delta")
     decoded = decode_graph(blob)
     assert_columns_equal(graph, decoded)
@@ -239,7 +283,7 @@ def test_integer_columns_are_stored_narrow_when_they_fit() -> None:
 
 
 def columns_of(blob: bytes) -> tuple[dict[str, Any], list[bytes]]:
-    """A format-2 blob's header and its column frames."""
+    """A format-2 or -3 blob's header and its column frames."""
     header_len = struct.unpack_from("<I", blob, 8)[0]
     header = orjson.loads(blob[12 : 12 + header_len])
     frames, offset = [], 12 + header_len

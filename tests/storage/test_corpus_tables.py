@@ -9,10 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from alembic import command
-from sqlalchemy import text
 
 from locattr import LocalAttrDB
-from locattr.storage import DatabaseError, PromptRecord, QueryError, resolve_target, writes
+from locattr.storage import (
+    DatabaseError,
+    PromptRecord,
+    QueryError,
+    corpus_deltas,
+    resolve_target,
+    writes,
+)
 from locattr.storage.corpus import StaleCorpusTablesError, UnknownComponentError
 from locattr.storage.edge_rows import ATTRIBUTION_UNIT, EDGE_INDEX_MIN_ABS
 from locattr.storage.engine import create_sync_engine
@@ -45,8 +51,9 @@ def filled(
 
 
 def unpacked_rows(target: str) -> int:
+    """Edge index entries still in deltas, not yet folded into the postings."""
     with LocalAttrDB(target, readonly=True) as db, db.engine.connect() as connection:
-        return connection.execute(text("SELECT count(*) FROM edge_activations")).scalar_one()
+        return len(corpus_deltas.pending(connection).strong)
 
 
 def test_tables_hold_what_the_graphs_give_in_any_batching(db_url: str, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
@@ -199,3 +200,75 @@ def test_upgrade_to_0003_fills_ci_sums_from_the_graphs(db_url: str) -> None:
             (h.prompt_id, h.score) for h in unpacked.hits
         ]
         assert db.get_cofiring(key, min_count=1) is not None
+
+
+def contexts_at_0004(db_url: str, n: int) -> dict[str, dict[str, object]]:
+    """A database at revision 0004 holding `n` activation contexts as that revision stored them
+    (JSON text per component); returns them by component key."""
+    target = resolve_target(db_url)
+    engine = create_sync_engine(target)
+    rng = np.random.default_rng(8)
+    words = [f" w{i}" for i in range(40)]
+    contexts: dict[str, dict[str, object]] = {}
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(target, connection), "0004_corpus_attributions_edges")
+        slots = writes.register_layers(connection, LAYERS)
+        keys = [(name, i) for name, size in LAYERS.items() for i in range(size)][:n]
+        for name, index in keys:
+            contexts[f"{name}:{index}"] = {
+                "subcomponent_idx": index,
+                "mean_ci": round(float(rng.random()), 3),
+                "example_tokens": [rng.choice(words, 8).tolist() for _ in range(6)],
+                "example_ci": [np.round(rng.random(8), 3).tolist() for _ in range(6)],
+                "pr_tokens": rng.choice(words, 5).tolist(),
+            }
+        rows = [
+            {
+                "c": slots[key.rsplit(":")[0]].first_component_id + int(key.rsplit(":")[1]),
+                "d": orjson.dumps(context).decode(),
+            }
+            for key, context in contexts.items()
+        ]
+        if rows:
+            connection.execute(
+                text("INSERT INTO activation_contexts (component_id, data) VALUES (:c, :d)"), rows
+            )
+    engine.dispose()
+    return contexts
+
+
+@pytest.mark.parametrize("n", [0, 3, 52])  # 52: enough to train a dictionary on
+def test_upgrade_to_0005_compresses_the_contexts(db_url: str, n: int) -> None:
+    contexts = contexts_at_0004(db_url, n)
+    target = resolve_target(db_url)
+    assert upgrade(target) == SCHEMA_REVISION
+    with LocalAttrDB(db_url) as db:
+        assert db.get_activation_contexts() == contexts
+        for key, context in list(contexts.items())[:5]:
+            assert db.get_activation_context(key) == context
+        with db.engine.connect() as connection:
+            dictionaries = connection.execute(
+                text("SELECT count(*) FROM activation_context_dictionaries")
+            ).scalar_one()
+            stored = connection.execute(
+                text("SELECT sum(length(data)) FROM activation_contexts")
+            ).scalar_one()
+        assert dictionaries == (1 if n == 52 else 0)
+        if n == 52:
+            assert stored < 0.4 * sum(len(orjson.dumps(c)) for c in contexts.values())
+        db.set_activation_contexts({"h.0.mlp.c_fc:0": {"mean_ci": 0.5}})  # written as new ones
+        assert db.get_activation_context("h.0.mlp.c_fc:0") == {"mean_ci": 0.5}
+    engine = create_sync_engine(target)
+    with engine.begin() as connection:
+        command.downgrade(alembic_config(target, connection), "0004_corpus_attributions_edges")
+        result = connection.execute(text("SELECT component_id, data FROM activation_contexts"))
+        rows = {component_id: data for component_id, data in result}
+    engine.dispose()
+    assert len(rows) == n + (0 if n == 52 else 1)
+    assert all(isinstance(data, str) for data in rows.values())
+    assert upgrade(target) == SCHEMA_REVISION
+    with LocalAttrDB(db_url, readonly=True) as db:
+        assert db.get_activation_contexts() == {
+            **contexts,
+            "h.0.mlp.c_fc:0": {"mean_ci": 0.5},
+        }

@@ -125,6 +125,13 @@ def parser() -> argparse.ArgumentParser:
         metavar="P",
         help="a token is an output node where its predicted probability reaches this (0.01)",
     )
+    p.add_argument(
+        "--value-precision",
+        default="1e-6",
+        metavar="STEP",
+        help="store edge values to within STEP / 2 (default 1e-6: the original's 6 decimals, "
+        "2/3 to 3/4 of float32's bytes), or exactly with float32 (or float16)",
+    )
     return p
 
 
@@ -160,6 +167,7 @@ def _main(argv: list[str] | None) -> None:
     args = parser().parse_args(argv)
     from locattr.cli.progress import progress_display  # torch loads after --help
     from locattr.generate import DatasetChoice, GenerateOptions, Shard, generate
+    from locattr.generate.options import parse_value_precision
 
     if not args.output:
         parser().error("give --output PATH_OR_URL (or set LOCATTR_DB)")
@@ -170,28 +178,33 @@ def _main(argv: list[str] | None) -> None:
         )
     try:
         shard = Shard.parse(args.shard)
+        value_precision = parse_value_precision(args.value_precision)
     except LocattrError as error:
         parser().error(str(error))
-    options = GenerateOptions(
-        model=args.model,
-        output=args.output,
-        n_prompts=args.n_prompts,
-        n_ctx=args.n_ctx,
-        seed=args.seed,
-        ci_threshold=args.ci_threshold,
-        attr_threshold=args.attr_threshold,
-        batch_size=args.batch_size,
-        device=args.device,
-        n_workers=args.n_gpus,
-        shard=shard,
-        prompts_file=args.prompts_file,
-        dataset=DatasetChoice(args.dataset, args.split, args.column, args.streaming),
-        keep_graphs=not args.no_graphs,
-        context_windows=args.context_windows,
-        include_inputs=not args.no_inputs,
-        include_outputs=not args.no_outputs,
-        output_prob_threshold=args.output_prob_threshold,
-    )
+    try:
+        options = GenerateOptions(
+            model=args.model,
+            output=args.output,
+            n_prompts=args.n_prompts,
+            n_ctx=args.n_ctx,
+            seed=args.seed,
+            ci_threshold=args.ci_threshold,
+            attr_threshold=args.attr_threshold,
+            batch_size=args.batch_size,
+            device=args.device,
+            n_workers=args.n_gpus,
+            shard=shard,
+            prompts_file=args.prompts_file,
+            dataset=DatasetChoice(args.dataset, args.split, args.column, args.streaming),
+            keep_graphs=not args.no_graphs,
+            context_windows=args.context_windows,
+            include_inputs=not args.no_inputs,
+            include_outputs=not args.no_outputs,
+            output_prob_threshold=args.output_prob_threshold,
+            value_precision=value_precision,
+        )
+    except LocattrError as error:  # settings that do not fit together
+        parser().error(str(error))
     try:
         with progress_display("locattr-generate") as show:
             result = generate(options, show)

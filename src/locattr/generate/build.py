@@ -38,8 +38,9 @@ from locattr.generate.workers import (
     worker_devices,
 )
 from locattr.storage import LocalAttrDB, resolve_target
+from locattr.storage.codec import value_encoding_label
 from locattr.storage.engine import DatabaseTarget
-from locattr.storage.provenance import first_difference
+from locattr.storage.provenance import VALUE_PRECISION_KEY, first_difference
 
 
 @dataclass
@@ -238,7 +239,8 @@ def provenance(options: GenerateOptions, run: LoadedRun, plan: PromptPlan) -> di
 
     `inputs` and `outputs` say whether the graphs hold `wte` and `output` nodes (what was
     stored, not what was asked for: a run without a `wte` pseudo-layer stores no inputs); the
-    output threshold is None without outputs, where it has no effect.
+    output threshold is None without outputs, where it has no effect. `value_precision` is how
+    the graphs store edge values (a step, or "float32"): every write to the database follows it.
     """
     config_bytes = (run.run_dir / "final_config.yaml").read_bytes()
     return {
@@ -252,6 +254,7 @@ def provenance(options: GenerateOptions, run: LoadedRun, plan: PromptPlan) -> di
         "inputs": stores_inputs(options, run),
         "outputs": options.include_outputs,
         "output_prob_threshold": options.output_prob_threshold if options.include_outputs else None,
+        VALUE_PRECISION_KEY: value_encoding_label(options.value_precision),
         "seed": options.seed,
         "dataset": plan.dataset,
         "versions": {
@@ -284,6 +287,8 @@ def _same_setting(key: str, stored: object) -> str:
             return f"pass {flag}" if stored is False else f"rerun without {flag}"
         case "output_prob_threshold":
             return f"pass --output-prob-threshold {stored}"
+        case "value_precision":
+            return f"pass --value-precision {stored}"
         case _:
             return "rerun with the original settings"
 

@@ -6,6 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from locattr.errors import LocattrError
+from locattr.storage.codec import (
+    DEFAULT_VALUE_ENCODING,
+    Quantized,
+    ValueEncoding,
+    parse_value_encoding,
+)
 
 
 class GenerateError(LocattrError):
@@ -32,6 +38,16 @@ class Shard:
 
     def __str__(self) -> str:
         return f"{self.index + 1}/{self.count}"
+
+
+def parse_value_precision(text: str) -> ValueEncoding:
+    """`--value-precision`: `float32` (lossless), `float16`, or an absolute step such as 1e-6."""
+    try:
+        return parse_value_encoding(text)
+    except ValueError:
+        raise GenerateError(
+            f"--value-precision {text!r}: expected float32, float16 or a step > 0 such as 1e-6"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -70,10 +86,20 @@ class GenerateOptions:
     """Store the output nodes (pseudo-layer `output`): tokens predicted with at least
     `output_prob_threshold` probability."""
     output_prob_threshold: float = 0.01
+    value_precision: ValueEncoding = DEFAULT_VALUE_ENCODING
+    """How the graphs store edge values: `Quantized(step)` keeps each within step / 2 (the
+    original system rounded to 6 decimals: step 1e-6); `ValueDtype.FLOAT32` keeps them exactly."""
 
     def __post_init__(self) -> None:
         if not 0 < self.output_prob_threshold <= 1:
             raise GenerateError(
                 f"--output-prob-threshold {self.output_prob_threshold!r}: expected a "
                 "probability in (0, 1], e.g. 0.01"
+            )
+        precision = self.value_precision
+        if isinstance(precision, Quantized) and precision.step > self.attr_threshold:
+            raise GenerateError(
+                f"--value-precision {precision.step:g} is coarser than --attr-threshold "
+                f"{self.attr_threshold:g}: stored edges could round to 0; pass a step of at most "
+                "the threshold (default 1e-6), or float32"
             )

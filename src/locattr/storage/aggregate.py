@@ -8,23 +8,19 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, func, select
 
-from locattr.storage import edge_postings, writes
+from locattr.storage import corpus_deltas, writes
 from locattr.storage.codec import decode_graph
-from locattr.storage.edge_rows import PairSums, edge_rows
+from locattr.storage.edge_rows import edge_rows
 from locattr.storage.engine import DatabaseError
 from locattr.storage.models import (
     corpus_attributions_table,
-    edge_activations_table,
+    corpus_deltas_table,
     edge_postings_table,
     meta_table,
 )
 from locattr.storage.models import prompts_table as prompts
 
 _GRAPHS_PER_BATCH = 64
-_SUMS_PER_MERGE = 32
-"""Batches whose pair sums are added together before joining the running total (adding each
-batch to a running total of millions of pairs would cost a sort of millions per batch)."""
-_ROWS_PER_INSERT = 50_000
 
 
 @dataclass(frozen=True)
@@ -54,12 +50,9 @@ def rebuild(
             "are gone: corpus attributions need a build that keeps graphs"
         )
     total = connection.execute(select(func.count()).select_from(prompts)).scalar_one()
-    connection.execute(delete(edge_activations_table))
-    connection.execute(delete(edge_postings_table))
-    connection.execute(delete(corpus_attributions_table))
+    for table in (corpus_deltas_table, edge_postings_table, corpus_attributions_table):
+        connection.execute(delete(table))
     slots = writes.read_layer_slots(connection)
-    pending: list[PairSums] = []
-    merged: list[PairSums] = []
     done = indexed = 0
     after = 0
     while True:
@@ -79,21 +72,17 @@ def rebuild(
             )
             stored.append((prompt_id, rows))
             indexed += len(rows.strong)
-        writes.insert_edge_index_rows(connection, stored)
-        pending.append(PairSums.combine([rows.pairs for _, rows in stored]))
-        if len(pending) == _SUMS_PER_MERGE:
-            merged.append(PairSums.combine(pending))
-            pending = []
+        corpus_deltas.write_delta(connection, stored)
         done += len(batch)
         after = batch[-1][0]
         if progress is not None:
             progress(done, total)
-    sums = PairSums.combine(merged + pending)
-    for start in range(0, len(sums), _ROWS_PER_INSERT):
-        writes.add_corpus_attributions(connection, sums.slice(start, start + _ROWS_PER_INSERT))
-    edge_postings.pack(connection)
+    corpus_deltas.fold(connection)
+    pairs = connection.execute(
+        select(func.count()).select_from(corpus_attributions_table)
+    ).scalar_one()
     connection.execute(delete(meta_table).where(meta_table.c.key == writes.CORPUS_TABLES_STALE_KEY))
     writes.set_meta(connection, {writes.EDGE_INDEX_MIN_ABS_KEY: edge_min_abs})
     return AggregateReport(
-        prompts=done, pairs=len(sums), indexed_edges=indexed, edge_min_abs=edge_min_abs
+        prompts=done, pairs=pairs, indexed_edges=indexed, edge_min_abs=edge_min_abs
     )

@@ -2,33 +2,45 @@
 
 Layout (little-endian)::
 
-    b"LAGR" | u8 format version | u8 value dtype (0 = float32, 1 = float16) | u16 0
+    b"LAGR" | u8 format version | u8 value code (0 = float32, 1 = float16, 2 = quantized) | u16 0
     | u32 header length | header (JSON) | body
 
-Format 2 (written): the header holds ``layers``, ``n_nodes``, ``n_edges`` and ``columns``, one
-``[encoding, stored dtype, frame bytes]`` per column in the order of `COLUMNS`; the body is one
-zstd frame per column (with its content size and a checksum), back to back. Encodings:
+Format 3 (written): the header holds ``layers``, ``n_nodes``, ``n_edges`` and ``columns``, one
+``[encoding, stored dtype, frame bytes]`` per column in the order of `COLUMNS`, and with value
+code 2 ``value_step``; the body is one zstd frame per column (with its content size and a
+checksum), back to back. Encodings:
 
 - ``plain``: the values, byte-shuffled (byte 0 of all values, then byte 1, ...) so that zstd
   sees the low-entropy high bytes together;
 - ``delta``: first differences, wrapping in the stored dtype, byte-shuffled (sorted node and
   edge tables then hold mostly tiny deltas);
 - ``runs`` (``edge_target`` only, when it is non-decreasing as in canonical order): the number
-  of edges into each node, in node order, byte-shuffled.
+  of edges into each node, in node order, byte-shuffled;
+- ``quantized`` (``edge_value`` only, value code 2): each value as the integer
+  ``q = round(value / value_step)``, zigzag-coded (0, -1, 1, -2, ... -> 0, 1, 2, 3, ...),
+  byte-shuffled; it decodes to the float32 nearest to ``q * value_step``. A float32 mantissa
+  spends bits below any stated precision, and those bits do not compress; ``q`` holds only
+  what the precision keeps.
 
 Integer columns are stored in the narrowest of uint8, uint16 and their own dtype that holds
-them: fewer bytes to inflate and to un-shuffle. Separate frames let a large graph's columns
-decode on two threads at once (zstd and numpy release the GIL).
+them (``quantized``: of uint8, uint16, uint32 and uint64): fewer bytes to inflate and to
+un-shuffle. Separate frames let a large graph's columns decode on two threads at once (zstd
+and numpy release the GIL).
 
-Format 1 (still read): the header holds ``layers``, ``n_nodes`` and ``n_edges``; the body is one
-zstd frame of every column back to back, integers delta-encoded, all byte-shuffled.
+Format 2 (still read) is format 3 without value code 2. Format 1 (still read): the header holds
+``layers``, ``n_nodes`` and ``n_edges``; the body is one zstd frame of every column back to
+back, integers delta-encoded, all byte-shuffled.
 
-Decoding is whole-array numpy work and reproduces the input arrays exactly (float16 values
-widen back to float32); a damaged blob raises `GraphCodecError`, never anything else.
+Decoding is whole-array numpy work. It reproduces the input arrays exactly, except the edge
+values under a lossy `ValueEncoding`: float16 values widen back to float32, quantized ones are
+within half a step of the input (plus the float32 rounding of the result); `stored_edge_values`
+says exactly what they decode to. A damaged blob raises `GraphCodecError`, never anything else.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import struct
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -45,18 +57,73 @@ from locattr.errors import LocattrError
 from locattr.graph import Graph
 
 MAGIC = b"LAGR"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 _PREFIX = struct.Struct("<4sBBHI")
 
 
 class ValueDtype(IntEnum):
+    """Edge values stored as floats: float32 (lossless) or float16."""
+
     FLOAT32 = 0
     FLOAT16 = 1
 
     @property
     def numpy(self) -> type[np.floating]:
         return np.float32 if self is ValueDtype.FLOAT32 else np.float16
+
+
+@dataclass(frozen=True)
+class Quantized:
+    """Edge values stored at the absolute precision `step`: each as the integer nearest to
+    value / step, decoding to the float32 nearest to that integer times `step` (within
+    step / 2 of the value, plus half a float32 ulp of the result).
+
+    A graph with a value that is not finite, or with |value| / step of 2**53 or more, is stored
+    as float32 instead: exactly, so every value is still within the precision.
+    """
+
+    step: float
+
+    def __post_init__(self) -> None:
+        real = isinstance(self.step, numbers.Real) and not isinstance(self.step, bool)
+        if not (real and math.isfinite(self.step) and self.step > 0):
+            raise ValueError(f"a value precision must be a finite step > 0, not {self.step!r}")
+        object.__setattr__(self, "step", float(self.step))
+
+
+ValueEncoding = ValueDtype | Quantized
+"""How a blob stores its edge values."""
+
+DEFAULT_VALUE_ENCODING: ValueEncoding = Quantized(1e-6)
+"""What `locattr-generate` stores: the original system's precision (it rounded edge values to
+6 decimals), at 2/3 to 3/4 of float32's bytes on attribution graphs."""
+
+
+def value_encoding_label(encoding: ValueEncoding) -> str | float:
+    """How `encoding` is written in meta and on the command line: ``"float32"``, ``"float16"``
+    or the step (a number)."""
+    match encoding:
+        case Quantized(step=step):
+            return step
+        case ValueDtype():
+            return encoding.name.lower()
+
+
+def parse_value_encoding(label: str | float) -> ValueEncoding:
+    """The encoding `value_encoding_label` writes as `label` (a step may also be given as text,
+    ``"1e-6"``); raises ValueError for anything else."""
+    if isinstance(label, str) and label.lower() in ("float32", "float16"):
+        return ValueDtype[label.upper()]
+    if isinstance(label, bool) or not isinstance(label, str | numbers.Real):
+        raise ValueError(f"not a value precision: {label!r}")
+    try:
+        step = float(label)
+    except ValueError:
+        raise ValueError(
+            f"not a value precision: {label!r} (expected float32, float16 or a step such as 1e-6)"
+        ) from None
+    return Quantized(step)
 
 
 class GraphCodecError(LocattrError):
@@ -74,22 +141,32 @@ COLUMNS: dict[str, type[np.generic]] = {
 }
 """Format 2's columns in blob order, with the dtype each decodes to."""
 
-_PLAIN, _DELTA, _RUNS = "plain", "delta", "runs"
+_PLAIN, _DELTA, _RUNS, _QUANTIZED = "plain", "delta", "runs", "quantized"
 _NARROW = (np.dtype("<u1"), np.dtype("<u2"))
+_UNSIGNED = (np.dtype("<u1"), np.dtype("<u2"), np.dtype("<u4"), np.dtype("<u8"))
+_QUANTIZED_CODE = 2
+"""The prefix's value code for quantized edge values (after `ValueDtype`'s codes)."""
+_MAX_STEPS = 2.0**53
+"""Values at or beyond this many steps from 0 are stored as float32 (a float64 holds every
+integer below it exactly, so q * step is computed without loss)."""
 _THREADED_BYTES = 8 << 20
 _PARALLEL_BYTES = 1 << 20  # smaller value columns decode faster than a thread hand-off pays
 _decode_pool: ThreadPoolExecutor | None = None
 
 
 def encode_graph(
-    graph: Graph, *, value_dtype: ValueDtype = ValueDtype.FLOAT32, level: int = 1
+    graph: Graph,
+    *,
+    value_encoding: ValueEncoding = ValueDtype.FLOAT32,
+    level: int = 1,
 ) -> bytes:
-    """Encode `graph` (in its own node and edge order) into a format-2 blob.
+    """Encode `graph` (in its own node and edge order) into a format-3 blob, edge values as
+    `value_encoding` asks (lossless float32 unless told otherwise).
 
     Level 1 is the default because on byte-shuffled attribution columns it compresses as well
     as level 3 and the frames inflate about twice as fast.
     """
-    values = _narrowed_values(graph.edge_value, value_dtype)
+    values = _value_column(graph.edge_value, value_encoding)
     target = graph.edge_target
     if graph.n_edges == 0 or bool(np.all(target[1:] >= target[:-1])):
         target_column = (_RUNS, np.bincount(target, minlength=graph.n_nodes).astype(np.int32))
@@ -103,7 +180,7 @@ def encode_graph(
         (_PLAIN, graph.node_ci),
         target_column,
         (_DELTA, _narrowest(graph.edge_source)),
-        (_PLAIN, values),
+        (values.encoding, values.column),
     ]
     frames, specs = [], []
     for encoding, column in columns:
@@ -114,37 +191,92 @@ def encode_graph(
         compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
         frames.append(compressor.compress(raw))
         specs.append([encoding, np.dtype(column.dtype).newbyteorder("<").str, len(frames[-1])])
-    header = orjson.dumps(
-        {
-            "layers": list(graph.layers),
-            "n_nodes": graph.n_nodes,
-            "n_edges": graph.n_edges,
-            "columns": specs,
-        }
-    )
-    prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, int(value_dtype), 0, len(header))
-    return b"".join([prefix, header, *frames])
+    header: dict[str, object] = {
+        "layers": list(graph.layers),
+        "n_nodes": graph.n_nodes,
+        "n_edges": graph.n_edges,
+        "columns": specs,
+    }
+    if values.step is not None:
+        header["value_step"] = values.step
+    encoded_header = orjson.dumps(header)
+    prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, values.code, 0, len(encoded_header))
+    return b"".join([prefix, encoded_header, *frames])
 
 
-def stored_edge_values(values: NDArray[np.float32], value_dtype: ValueDtype) -> NDArray[np.float32]:
-    """The edge values a blob encoded with `value_dtype` decodes to: what everything derived
+def stored_edge_values(
+    values: NDArray[np.float32], value_encoding: ValueEncoding
+) -> NDArray[np.float32]:
+    """The edge values a blob encoded with `value_encoding` decodes to: what everything derived
     from a graph at write time (corpus attributions, the edge index) must be computed from, so
-    that rebuilding it from the stored blobs gives the very same numbers."""
-    return _narrowed_values(values, value_dtype).astype(np.float32, copy=False)
+    that rebuilding it from the stored blobs gives the very same numbers. (The same code as
+    `encode_graph` and `decode_graph`, so the two cannot disagree.)"""
+    column = _value_column(values, value_encoding)
+    if column.step is not None:
+        return _dequantized(column.column, column.step)
+    return column.column.astype(np.float32, copy=False)
 
 
-def _narrowed_values(values: NDArray[np.float32], value_dtype: ValueDtype) -> NDArray[Any]:
-    if value_dtype is not ValueDtype.FLOAT16:
-        return values
-    finite = np.isfinite(values)
-    if np.any(np.abs(values[finite]) > np.finfo(np.float16).max):
-        raise GraphCodecError("edge values exceed the float16 range; store this graph as float32")
-    return values.astype(np.float16)
+@dataclass(frozen=True)
+class _ValueColumn:
+    """The edge-value column as a blob stores it: prefix value code, encoding, the array
+    (before shuffling) and the quantization step (value code 2 only)."""
+
+    code: int
+    encoding: str
+    column: NDArray[Any]
+    step: float | None = None
+
+
+def _value_column(values: NDArray[np.float32], encoding: ValueEncoding) -> _ValueColumn:
+    match encoding:
+        case ValueDtype.FLOAT32:
+            return _ValueColumn(int(ValueDtype.FLOAT32), _PLAIN, values)
+        case ValueDtype.FLOAT16:
+            finite = np.isfinite(values)
+            if np.any(np.abs(values[finite]) > np.finfo(np.float16).max):
+                raise GraphCodecError(
+                    "edge values exceed the float16 range; store this graph as float32"
+                )
+            return _ValueColumn(int(ValueDtype.FLOAT16), _PLAIN, values.astype(np.float16))
+        case Quantized(step=step):
+            quantized = _quantized(values, step)
+            if quantized is None:
+                return _ValueColumn(int(ValueDtype.FLOAT32), _PLAIN, values)
+            return _ValueColumn(_QUANTIZED_CODE, _QUANTIZED, quantized, step)
+
+
+def _quantized(values: NDArray[np.float32], step: float) -> NDArray[Any] | None:
+    """round(values / step) zigzag-coded, in the narrowest unsigned dtype that holds them; None
+    when a value is not finite or lies 2**53 steps or more from 0."""
+    scaled = np.divide(values, step, dtype=np.float64)
+    # One pass: the maximum of |scaled| is NaN or inf when any value is, and `<` fails for both.
+    if len(scaled) and not np.abs(scaled).max() < _MAX_STEPS:
+        return None
+    q = np.rint(scaled).astype(np.int64)
+    zigzag = ((q << 1) ^ (q >> 63)).view(np.uint64)
+    high = int(zigzag.max()) if len(zigzag) else 0
+    narrow = next(d for d in _UNSIGNED if high <= np.iinfo(d).max)
+    return zigzag.astype(narrow)
+
+
+def _dequantized(stored: NDArray[Any], step: float) -> NDArray[np.float32]:
+    """Zigzag-coded step counts (unsigned) back to float32 values: the float32 nearest to
+    q * step, computed in float64 (exact for |q| < 2**53)."""
+    low = stored & 1
+    np.negative(low, out=low)  # 0 or all ones (unsigned wrap-around)
+    q = stored >> 1
+    q ^= low
+    signed = q.view(np.dtype(f"i{q.dtype.itemsize}"))
+    out = np.empty(len(signed), dtype=np.float32)
+    # float64 arithmetic, cast into float32 chunk by chunk (no float64 array in memory).
+    np.multiply(signed, step, out=out, dtype=np.float64, casting="unsafe")
+    return out
 
 
 def decode_graph(blob: bytes) -> Graph:
-    """Decode a blob written by `encode_graph` (format 1 or 2); raises `GraphCodecError` if it
-    is not one."""
+    """Decode a blob written by `encode_graph` (format 1, 2 or 3); raises `GraphCodecError` if
+    it is not one."""
     if len(blob) < _PREFIX.size:
         raise GraphCodecError(f"graph blob truncated ({len(blob)} bytes)")
     magic, version, dtype_code, _, header_len = _PREFIX.unpack_from(blob)
@@ -157,7 +289,10 @@ def decode_graph(blob: bytes) -> Graph:
         )
     body_start = _PREFIX.size + header_len
     try:
-        value_dtype = ValueDtype(dtype_code)
+        _check(
+            dtype_code in (*ValueDtype, _QUANTIZED_CODE) and (version >= 3 or dtype_code < 2),
+            f"unknown value code {dtype_code}",
+        )
         header = orjson.loads(blob[_PREFIX.size : body_start])
         layers, n_nodes, n_edges = header["layers"], header["n_nodes"], header["n_edges"]
         _check(
@@ -166,9 +301,13 @@ def decode_graph(blob: bytes) -> Graph:
         )
         _check(_is_count(n_nodes) and _is_count(n_edges), "node and edge counts must be >= 0")
         if version == 1:
+            value_dtype = ValueDtype(dtype_code)
             columns = _decode_v1(memoryview(blob)[body_start:], value_dtype, n_nodes, n_edges)
         else:
-            columns = _decode_v2(blob, body_start, header["columns"], value_dtype, n_nodes, n_edges)
+            step = _value_step(header) if dtype_code == _QUANTIZED_CODE else None
+            columns = _decode_v2(
+                blob, body_start, header["columns"], dtype_code, step, n_nodes, n_edges
+            )
     except (ValueError, KeyError, TypeError, zstandard.ZstdError) as error:
         raise GraphCodecError(f"corrupt graph blob: {error}") from error
     try:
@@ -194,15 +333,24 @@ def _decode_v1(
     return columns
 
 
+def _value_step(header: dict[str, Any]) -> float:
+    step = header["value_step"]
+    valid = isinstance(step, float | int) and not isinstance(step, bool)
+    _check(valid and math.isfinite(step) and step > 0, f"bad value_step {step!r}")
+    return float(step)
+
+
 @dataclass(frozen=True)
 class _Column:
-    """One format-2 column: where its frame lies and how to turn it back into an array."""
+    """One format-2/3 column: where its frame lies and how to turn it back into an array."""
 
     name: str
     encoding: str
     stored: np.dtype[Any]
     count: int
     frame: memoryview
+    step: float | None
+    """The quantization step of a ``quantized`` column (None for the others)."""
 
     def decode(self) -> NDArray[Any]:
         expected = self.count * self.stored.itemsize
@@ -216,6 +364,9 @@ class _Column:
             raise GraphCodecError(f"corrupt graph blob: {self.name} frame: {error}") from error
         column = _unshuffle(np.frombuffer(raw, dtype=np.uint8), self.stored)
         dtype = np.dtype(COLUMNS[self.name])
+        if self.encoding == _QUANTIZED:
+            assert self.step is not None
+            return _dequantized(column, self.step)
         if self.encoding != _DELTA:
             return column.astype(dtype, copy=False)
         if self.stored.itemsize == dtype.itemsize:
@@ -231,12 +382,13 @@ def _decode_v2(
     blob: bytes,
     body_start: int,
     specs: Any,
-    value_dtype: ValueDtype,
+    value_code: int,
+    step: float | None,
     n_nodes: int,
     n_edges: int,
 ) -> dict[str, NDArray[Any]]:
-    """Format 2's columns; the edge values inflate on a second thread while this one does the
-    rest (when the graph is big enough for that to pay)."""
+    """Format 2's and 3's columns; the edge values inflate on a second thread while this one
+    does the rest (when the graph is big enough for that to pay)."""
     _check(isinstance(specs, list) and len(specs) == len(COLUMNS), "wrong number of columns")
     columns: dict[str, _Column] = {}
     offset = body_start
@@ -247,15 +399,16 @@ def _decode_v2(
         _check(isinstance(stored_name, str) and _is_count(frame_bytes), f"bad {name} column entry")
         stored = np.dtype(stored_name)
         _check(
-            _storable(name, encoding, stored, value_dtype),
+            _storable(name, encoding, stored, value_code),
             f"{name} cannot be stored as {encoding!r} {stored_name!r}",
         )
         _check(offset + frame_bytes <= len(blob), f"{name} frame truncated")
         count = n_nodes if name.startswith("node_") or encoding == _RUNS else n_edges
-        columns[name] = _Column(name, encoding, stored, count, view[offset : offset + frame_bytes])
+        frame = view[offset : offset + frame_bytes]
+        columns[name] = _Column(name, encoding, stored, count, frame, step)
         offset += frame_bytes
     _check(offset == len(blob), f"{len(blob) - offset} bytes after the last column")
-    value_bytes = n_edges * np.dtype(value_dtype.numpy).itemsize
+    value_bytes = n_edges * columns["edge_value"].stored.itemsize
     pending: Future[NDArray[Any]] | None = None
     if value_bytes >= _PARALLEL_BYTES and (os.cpu_count() or 1) > 1:
         pending = _pool().submit(columns["edge_value"].decode)
@@ -275,9 +428,12 @@ def _decode_v2(
     return decoded
 
 
-def _storable(name: str, encoding: object, stored: np.dtype[Any], value_dtype: ValueDtype) -> bool:
-    """Whether format 2 may hold column `name` in this encoding and stored dtype."""
-    native = np.dtype(value_dtype.numpy if name == "edge_value" else COLUMNS[name])
+def _storable(name: str, encoding: object, stored: np.dtype[Any], value_code: int) -> bool:
+    """Whether format 2 or 3 may hold column `name` in this encoding and stored dtype, in a blob
+    with this value code."""
+    if name == "edge_value" and value_code == _QUANTIZED_CODE:
+        return encoding == _QUANTIZED and stored in _UNSIGNED
+    native = np.dtype(ValueDtype(value_code).numpy if name == "edge_value" else COLUMNS[name])
     native = native.newbyteorder("<")
     match encoding:
         case "plain":

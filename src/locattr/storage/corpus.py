@@ -13,8 +13,8 @@ import numpy as np
 from sqlalchemy import Connection, func, select
 
 from locattr.errors import LocattrError
-from locattr.storage import edge_postings, queries
-from locattr.storage.edge_rows import ATTRIBUTION_UNIT, EDGE_INDEX_MIN_ABS
+from locattr.storage import corpus_deltas, edge_postings, queries
+from locattr.storage.edge_rows import ATTRIBUTION_UNIT, EDGE_INDEX_MIN_ABS, PairSums
 from locattr.storage.keys import ComponentKey
 from locattr.storage.models import corpus_attributions_table as attributions
 from locattr.storage.reads import LayerCache, get_meta, get_prompts, prompt_count
@@ -60,20 +60,53 @@ def partners(
     component = ComponentKey.parse(key)
     component_id = _known(connection, layers, component)
     check_fresh(connection)
+    upstream = direction == "upstream"
     mine, other = (
         (attributions.c.target_id, attributions.c.source_id)
-        if direction == "upstream"
+        if upstream
         else (attributions.c.source_id, attributions.c.target_id)
     )
-    rows = connection.execute(
-        select(other, attributions.c.total, attributions.c.total_abs, attributions.c.prompt_count)
-        .where(mine == component_id)
-        .order_by(attributions.c.total_abs.desc(), other)
-        .limit(limit)
-    ).all()
-    n_partners = connection.execute(
-        select(func.count()).select_from(attributions).where(mine == component_id)
-    ).scalar_one()
+    columns = (other, attributions.c.total, attributions.c.total_abs, attributions.c.prompt_count)
+    pending = corpus_deltas.pending(connection).sums
+    if not len(pending):
+        rows = connection.execute(
+            select(*columns)
+            .where(mine == component_id)
+            .order_by(attributions.c.total_abs.desc(), other)
+            .limit(limit)
+        ).all()
+        n_partners = connection.execute(
+            select(func.count()).select_from(attributions).where(mine == component_id)
+        ).scalar_one()
+    else:  # while a build runs: the table plus what is not folded in yet
+        stored = np.array(
+            connection.execute(select(*columns).where(mine == component_id)).all(), np.int64
+        ).reshape(-1, 4)
+        ends = (pending.target, pending.source) if upstream else (pending.source, pending.target)
+        new = pending.take(ends[0] == component_id)
+        found = PairSums.combine(
+            [
+                PairSums(np.zeros(len(stored), np.int64), *(stored[:, i] for i in range(4))),
+                PairSums(
+                    np.zeros(len(new), np.int64),
+                    new.source if upstream else new.target,
+                    new.total,
+                    new.total_abs,
+                    new.prompt_count,
+                ),
+            ]
+        )
+        best = np.lexsort((found.target, -found.total_abs))[:limit]
+        n_partners = len(found)
+        rows = [
+            (
+                int(found.target[i]),
+                int(found.total[i]),
+                int(found.total_abs[i]),
+                int(found.prompt_count[i]),
+            )
+            for i in best.tolist()
+        ]
     return Partners(
         key=str(component),
         direction=direction,
@@ -121,21 +154,25 @@ def edge_search(
     after = _decode_edge_cursor(cursor)
     _check_connectable(connection, layers, *keys)
     check_fresh(connection)
-    entries = edge_postings.read_pair(connection, source_id, target_id)
+    pending = corpus_deltas.pending(connection).strong
+    entries = edge_postings.read_pair(connection, source_id, target_id, pending)
     entries = entries.take(np.abs(entries.values) >= wanted)
-    rows: list[tuple[int, float, int, int]] = list(
+    magnitude = np.abs(entries.values).astype(np.float64)
+    total = len(entries)
+    if after is not None:
+        later = (magnitude < after[0]) | ((magnitude == after[0]) & (entries.prompt_ids > after[1]))
+        entries, magnitude = entries.take(later), magnitude[later]
+    order = np.lexsort((entries.prompt_ids, -magnitude))  # strongest first, ties by id
+    shown = entries.take(order[:limit])
+    page: list[tuple[int, float, int, int]] = list(
         zip(
-            entries.prompt_ids.tolist(),
-            entries.values.tolist(),
-            entries.source_positions.tolist(),
-            entries.target_positions.tolist(),
+            shown.prompt_ids.tolist(),
+            shown.values.tolist(),
+            shown.source_positions.tolist(),
+            shown.target_positions.tolist(),
             strict=True,
         )
     )
-    ranked = sorted(rows, key=lambda row: (-abs(row[1]), row[0]))
-    if after is not None:
-        ranked = [r for r in ranked if (-abs(r[1]), r[0]) > (-after[0], after[1])]
-    page = ranked[:limit]
     info = {p.id: p for p in get_prompts(connection, [r[0] for r in page])}
     hits = [
         EdgeHit(
@@ -155,9 +192,9 @@ def edge_search(
         target=str(keys[1]),
         min_abs=wanted,
         hits=hits,
-        total=len(rows),
+        total=total,
         next_cursor=queries.encode_cursor("e", abs(last[1]), last[0])
-        if last is not None and len(ranked) > limit
+        if last is not None and len(entries) > limit
         else None,
     )
 

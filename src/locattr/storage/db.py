@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from locattr.graph import PSEUDO_LAYERS, Graph
 from locattr.storage import aggregate, corpus, postings, queries, reads, writes
-from locattr.storage.codec import ValueDtype, decode_graph
+from locattr.storage.codec import ValueEncoding, decode_graph
 from locattr.storage.engine import (
     DatabaseError,
     DatabaseTarget,
@@ -21,6 +21,7 @@ from locattr.storage.engine import (
 )
 from locattr.storage.keys import ComponentKey
 from locattr.storage.merge import merge_databases
+from locattr.storage.provenance import recorded_value_encoding
 from locattr.storage.queries import Rank
 from locattr.storage.reads import DEFAULT_MIN_COUNT, CofiringOrder
 from locattr.storage.records import (
@@ -100,23 +101,28 @@ class LocalAttrDB:
         self._layers = reads.LayerCache()
 
     def add_prompt(
-        self, record: PromptRecord, *, value_dtype: ValueDtype = ValueDtype.FLOAT32
+        self, record: PromptRecord, *, value_encoding: ValueEncoding | None = None
     ) -> int | None:
         """Store one prompt with its graph and index rows; None if its identity is stored."""
-        return self.add_prompts([record], value_dtype=value_dtype)[0]
+        return self.add_prompts([record], value_encoding=value_encoding)[0]
 
     def add_prompts(
-        self, records: Sequence[PromptRecord], *, value_dtype: ValueDtype = ValueDtype.FLOAT32
+        self, records: Sequence[PromptRecord], *, value_encoding: ValueEncoding | None = None
     ) -> list[int | None]:
         """Store prompts in one transaction: all of them or, on error, none.
 
-        Graph encoding happens before the transaction so the write lock is held briefly.
-        Returns each record's new id, or None where the identity was already stored.
+        Edge values are stored as `value_encoding` says; by default as the database's build
+        recorded (meta `value_precision`, which `locattr-generate` writes), float32 (lossless)
+        where it records nothing. Graph encoding happens before the transaction so the write
+        lock is held briefly. Returns each record's new id, or None where the identity was
+        already stored.
         """
         self._require_writable()
+        if value_encoding is None:
+            value_encoding = recorded_value_encoding(self.get_meta())
         slots = self._write_slots(records)
         floor = self.edge_index_min_abs()
-        prepared = [writes.prepare_prompt(r, slots, value_dtype, floor) for r in records]
+        prepared = [writes.prepare_prompt(r, slots, value_encoding, floor) for r in records]
         with writes.write_transaction(self.engine) as connection:
             writes.set_meta(connection, {writes.EDGE_INDEX_MIN_ABS_KEY: floor})
             return writes.insert_prompts(connection, prepared)

@@ -1,11 +1,9 @@
-"""The edge index packed per component pair, at a third of the bytes of its rows.
+"""The edge index packed per component pair: 12 bytes an entry, a fifth of the graph bytes.
 
-Prompts write their edge index rows to `edge_activations` (one row per prompt and pair, about
-28 bytes in SQLite). `pack` moves them into `edge_postings`: per pair, the prompt ids
-(little-endian int32, ascending), the signed values (float32) and the positions (uint16
-source, target pairs): 12 bytes an entry. `locattr-generate`, `locattr merge` and
-`locattr db optimize` pack when they finish; a pair's entries are its posting plus its rows not
-yet packed, so a reader never misses one.
+Per pair (`edge_postings`): the prompt ids (little-endian int32, ascending), the signed values
+(float32) and the positions (uint16 source, target pairs) of the prompts where its strongest
+edge reaches the floor. Entries arrive in write batches (`corpus_deltas`) and are added here
+when those are folded; a reader adds the pending ones itself.
 """
 
 from __future__ import annotations
@@ -15,13 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, select
 
-from locattr.storage.models import edge_activations_table as rows_table
+from locattr.storage.edge_rows import StrongEntries
 from locattr.storage.models import edge_postings_table as postings_table
 
-_SOURCES_PER_BLOCK = 64
-"""Source components packed at a time (their rows are read into memory together)."""
+_SOURCES_PER_STATEMENT = 500
 
 
 @dataclass(frozen=True)
@@ -73,18 +70,16 @@ class PairEntries:
         )
 
     @staticmethod
-    def from_rows(rows: NDArray[np.float64]) -> PairEntries:
-        """From (prompt_id, value, source_position, target_position) rows."""
+    def of(strong: StrongEntries) -> PairEntries:
         return PairEntries(
-            rows[:, 0].astype(np.int64),
-            rows[:, 1].astype(np.float32),
-            rows[:, 2].astype(np.int64),
-            rows[:, 3].astype(np.int64),
+            strong.prompt_id, strong.value, strong.source_position, strong.target_position
         )
 
 
-def read_pair(connection: Connection, source_id: int, target_id: int) -> PairEntries:
-    """Every edge index entry of the pair: its posting and its rows not yet packed."""
+def read_pair(
+    connection: Connection, source_id: int, target_id: int, pending: StrongEntries
+) -> PairEntries:
+    """Every edge index entry of the pair: its posting and its `pending` entries."""
     parts = [
         PairEntries.unpacked(*row)
         for row in connection.execute(
@@ -97,98 +92,76 @@ def read_pair(connection: Connection, source_id: int, target_id: int) -> PairEnt
             )
         )
     ]
-    tail = _fetch(
-        connection,
-        f"SELECT prompt_id, value, source_position, target_position FROM edge_activations "
-        f"WHERE source_id = {int(source_id)} AND target_id = {int(target_id)}",
-        columns=4,
-    )
-    parts.append(PairEntries.from_rows(tail))
+    mine = (pending.source == source_id) & (pending.target == target_id)
+    parts.append(PairEntries.of(pending.take(mine)))
     return PairEntries.concat(parts)
 
 
-def pack(connection: Connection) -> int:
-    """Move every unpacked row into its pair's posting (inside a write transaction); returns
-    the number of rows moved."""
-    moved = 0
-    last_source = connection.execute(
-        select(rows_table.c.source_id).order_by(rows_table.c.source_id.desc()).limit(1)
-    ).scalar()
-    if last_source is None:
-        return 0
-    for first in range(0, int(last_source) + 1, _SOURCES_PER_BLOCK):
-        block = f"source_id >= {first} AND source_id < {first + _SOURCES_PER_BLOCK}"
-        rows = _fetch(
-            connection,
-            "SELECT source_id, target_id, prompt_id, value, source_position, target_position "
-            f"FROM edge_activations WHERE {block} ORDER BY source_id, target_id, prompt_id",
-            columns=6,
-        )
-        if not len(rows):
-            continue
-        existing = {
-            (source, target): PairEntries.unpacked(*blobs)
-            for source, target, *blobs in connection.execute(
-                select(
-                    postings_table.c.source_id,
-                    postings_table.c.target_id,
-                    postings_table.c.prompt_ids,
-                    postings_table.c.edge_values,
-                    postings_table.c.positions,
-                ).where(
-                    postings_table.c.source_id >= first,
-                    postings_table.c.source_id < first + _SOURCES_PER_BLOCK,
-                )
-            )
-        }
-        entries = []
-        for (source, target), new in _split_by_pair(rows):
-            old = existing.get((source, target))
-            merged = new if old is None else PairEntries.concat([old, new])
-            entries.append({"source_id": source, "target_id": target, **merged.packed()})
-        touched = [e for e in entries if (e["source_id"], e["target_id"]) in existing]
-        for entry in touched:
-            connection.execute(
-                delete(postings_table).where(
-                    postings_table.c.source_id == entry["source_id"],
-                    postings_table.c.target_id == entry["target_id"],
-                )
-            )
-        connection.execute(insert(postings_table), entries)
-        connection.execute(
-            delete(rows_table).where(
-                rows_table.c.source_id >= first,
-                rows_table.c.source_id < first + _SOURCES_PER_BLOCK,
-            )
-        )
-        moved += len(rows)
-    return moved
+def add_entries(connection: Connection, strong: StrongEntries) -> None:
+    """Add entries to their pairs' postings (inside a write transaction).
 
-
-def all_entries(connection: Connection) -> Iterator[tuple[int, int, PairEntries]]:
-    """Every pair's entries, packed and not (for checks and benchmarks)."""
-    pairs = connection.execute(
-        select(postings_table.c.source_id, postings_table.c.target_id).union(
-            select(rows_table.c.source_id, rows_table.c.target_id)
-        )
-    ).all()
-    for source, target in pairs:
-        yield int(source), int(target), read_pair(connection, source, target)
-
-
-def _split_by_pair(rows: NDArray[np.float64]) -> Iterator[tuple[tuple[int, int], PairEntries]]:
-    """Rows (source, target, prompt, value, positions) in key order, grouped by pair."""
-    new = np.ones(len(rows), dtype=bool)
-    new[1:] = (rows[1:, 0] != rows[:-1, 0]) | (rows[1:, 1] != rows[:-1, 1])
+    Plain driver statements with tuples: a fold adds thousands of pairs per thousand prompts,
+    and building SQLAlchemy statements per pair cost more than the writes."""
+    order = np.lexsort((strong.prompt_id, strong.target, strong.source))
+    strong = strong.take(order)
+    new = np.ones(len(strong), dtype=bool)
+    new[1:] = (strong.source[1:] != strong.source[:-1]) | (strong.target[1:] != strong.target[:-1])
     starts = np.flatnonzero(new).tolist()
-    for begin, end in zip(starts, [*starts[1:], len(rows)], strict=True):
-        yield (
-            (int(rows[begin, 0]), int(rows[begin, 1])),
-            PairEntries.from_rows(rows[begin:end, 2:]),
+    bounds = list(zip(starts, [*starts[1:], len(strong)], strict=True))
+    keys = [(int(strong.source[a]), int(strong.target[a])) for a, _ in bounds]
+    existing = _postings_of(connection, keys)
+    marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    if existing:
+        connection.exec_driver_sql(
+            f"DELETE FROM edge_postings WHERE source_id = {marker} AND target_id = {marker}",
+            list(existing),
         )
+    rows = []
+    for key, (a, b) in zip(keys, bounds, strict=True):
+        added = PairEntries(
+            strong.prompt_id[a:b],
+            strong.value[a:b],
+            strong.source_position[a:b],
+            strong.target_position[a:b],
+        )
+        old = existing.get(key)
+        blobs = (added if old is None else PairEntries.concat([old, added])).packed()
+        rows.append((*key, blobs["prompt_ids"], blobs["edge_values"], blobs["positions"]))
+    connection.exec_driver_sql(
+        "INSERT INTO edge_postings (source_id, target_id, prompt_ids, edge_values, positions) "
+        f"VALUES ({', '.join([marker] * 5)})",
+        rows,
+    )
 
 
-def _fetch(connection: Connection, sql: str, *, columns: int) -> NDArray[np.float64]:
-    """Numeric rows as one float64 array (ids below 2**53 and float32 values are exact)."""
-    found = connection.exec_driver_sql(sql).all()
-    return np.array(found, dtype=np.float64).reshape(-1, columns)
+def _postings_of(
+    connection: Connection, keys: list[tuple[int, int]]
+) -> dict[tuple[int, int], PairEntries]:
+    """The stored postings of these pairs (read by source component, a block at a time)."""
+    wanted = set(keys)
+    sources = sorted({source for source, _ in keys})
+    found: dict[tuple[int, int], PairEntries] = {}
+    for first in range(0, len(sources), _SOURCES_PER_STATEMENT):
+        listed = ",".join(str(source) for source in sources[first : first + _SOURCES_PER_STATEMENT])
+        for source, target, *blobs in connection.exec_driver_sql(
+            "SELECT source_id, target_id, prompt_ids, edge_values, positions FROM edge_postings "
+            f"WHERE source_id IN ({listed})"
+        ):
+            if (source, target) in wanted:
+                found[(source, target)] = PairEntries.unpacked(*(bytes(b) for b in blobs))
+    return found
+
+
+def all_entries(
+    connection: Connection, pending: StrongEntries
+) -> Iterator[tuple[int, int, PairEntries]]:
+    """Every pair's entries, packed and pending (for checks and benchmarks)."""
+    packed = {
+        (int(s), int(t))
+        for s, t in connection.execute(
+            select(postings_table.c.source_id, postings_table.c.target_id)
+        )
+    }
+    pairs = packed | set(zip(pending.source.tolist(), pending.target.tolist(), strict=True))
+    for source, target in sorted(pairs):
+        yield source, target, read_pair(connection, source, target, pending)

@@ -8,7 +8,9 @@ prompt. Edges from `wte` or into `output` nodes have no component at one end and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -38,6 +40,15 @@ class PairSums:
 
     def __len__(self) -> int:
         return len(self.source)
+
+    def take(self, which: NDArray[np.intp] | NDArray[np.bool_]) -> PairSums:
+        return PairSums(
+            self.source[which],
+            self.target[which],
+            self.total[which],
+            self.total_abs[which],
+            self.prompt_count[which],
+        )
 
     def slice(self, start: int, stop: int) -> PairSums:
         return PairSums(
@@ -110,8 +121,10 @@ def edge_rows(
     edge_nodes = (graph.edge_source[keep], graph.edge_target[keep])
     if not len(source):
         return EdgeRows(PairSums.empty(), _no_strong_edges())
-    starts, order = _groups(source, target)
-    value, source, target = value[order], source[order], target[order]
+    key = (source << 32) | target  # component ids are below 2**31
+    order = np.argsort(key, kind="stable")  # one key sorts faster than a lexsort of two
+    key, value, source, target = key[order], value[order], source[order], target[order]
+    starts = np.flatnonzero(np.diff(key, prepend=-1) != 0)
     units = np.rint(value.astype(np.float64) / ATTRIBUTION_UNIT).astype(np.int64)
     pairs = PairSums(
         source=source[starts],
@@ -150,12 +163,69 @@ def _groups(
 def _argmax_per_group(values: NDArray[np.float32], starts: NDArray[np.intp]) -> NDArray[np.intp]:
     """Index of each group's largest value (the first one on ties)."""
     group = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(values))))
-    order = np.lexsort((-values, group))  # by group, largest first, ties by position
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = group[order][1:] != group[order][:-1]
-    return order[first]
+    largest = np.flatnonzero(values == np.maximum.reduceat(values, starts)[group])
+    first = np.ones(len(largest), dtype=bool)
+    first[1:] = group[largest][1:] != group[largest][:-1]
+    return largest[first]
 
 
 def _no_strong_edges() -> StrongEdges:
     ints = np.zeros(0, np.int64)
     return StrongEdges(ints, ints, np.zeros(0, np.float32), ints, ints)
+
+
+@dataclass(frozen=True)
+class StrongEntries:
+    """Edge index entries of several prompts (any order)."""
+
+    source: NDArray[np.int64]
+    target: NDArray[np.int64]
+    prompt_id: NDArray[np.int64]
+    value: NDArray[np.float32]
+    source_position: NDArray[np.int64]
+    target_position: NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def take(self, which: NDArray[np.intp] | NDArray[np.bool_]) -> StrongEntries:
+        return StrongEntries(
+            self.source[which],
+            self.target[which],
+            self.prompt_id[which],
+            self.value[which],
+            self.source_position[which],
+            self.target_position[which],
+        )
+
+    @staticmethod
+    def of_prompts(prompts: Sequence[tuple[int, EdgeRows]]) -> StrongEntries:
+        parts = [(prompt_id, rows.strong) for prompt_id, rows in prompts]
+        return StrongEntries(
+            _cat([s.source for _, s in parts], np.int64),
+            _cat([s.target for _, s in parts], np.int64),
+            _cat([np.full(len(s), p, np.int64) for p, s in parts], np.int64),
+            _cat([s.value for _, s in parts], np.float32),
+            _cat([s.source_position for _, s in parts], np.int64),
+            _cat([s.target_position for _, s in parts], np.int64),
+        )
+
+    @staticmethod
+    def concat(parts: Sequence[StrongEntries]) -> StrongEntries:
+        return StrongEntries(
+            *(
+                _cat([getattr(p, name) for p in parts], dtype)
+                for name, dtype in (
+                    ("source", np.int64),
+                    ("target", np.int64),
+                    ("prompt_id", np.int64),
+                    ("value", np.float32),
+                    ("source_position", np.int64),
+                    ("target_position", np.int64),
+                )
+            )
+        )
+
+
+def _cat(parts: list[NDArray[Any]], dtype: type[np.generic]) -> NDArray[Any]:
+    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)

@@ -19,7 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_REVISION = "0004_corpus_attributions_edges"
+SCHEMA_REVISION = "0005_compressed_contexts"
 """The alembic revision these models correspond to (checked against alembic's head in tests)."""
 
 
@@ -63,13 +63,27 @@ class Component(Base):
     """Dataset mean CI, from the activation contexts (None until they are stored)."""
 
 
+class ActivationContextDictionary(Base):
+    """A zstd dictionary that activation contexts stored together are compressed with."""
+
+    __tablename__ = "activation_context_dictionaries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class ActivationContext(Base):
-    """A component's activation contexts (top firing windows, token statistics) as JSON."""
+    """A component's activation contexts (top firing windows, token statistics): their JSON,
+    zstd-compressed with dictionary ``dictionary_id``, or alone where that is None (see
+    `locattr.storage.context_blobs`)."""
 
     __tablename__ = "activation_contexts"
 
     component_id: Mapped[int] = mapped_column(ForeignKey("components.id"), primary_key=True)
-    data: Mapped[str] = mapped_column(Text)
+    dictionary_id: Mapped[int | None] = mapped_column(
+        ForeignKey("activation_context_dictionaries.id"), nullable=True
+    )
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Prompt(Base):
@@ -181,28 +195,23 @@ class CorpusAttribution(Base):
     prompt_count: Mapped[int] = mapped_column(Integer)
 
 
-class EdgeActivation(Base):
-    """The edge index's rows not yet packed into `edge_postings`: per prompt and component pair
-    whose strongest edge there reaches the floor (meta `edge_index_min_abs`), that edge's signed
-    value and positions. One pair's prompts are one contiguous range of the primary key."""
+class CorpusDelta(Base):
+    """What one write batch adds to `corpus_attributions` and `edge_postings`, until folded in
+    (see `storage.corpus_deltas`): its pair sums and its edge index entries, zstd-compressed
+    column arrays."""
 
-    __tablename__ = "edge_activations"
-    __table_args__ = ({"sqlite_with_rowid": False},)
+    __tablename__ = "corpus_deltas"
 
-    source_id: Mapped[int] = mapped_column(ForeignKey("components.id"), primary_key=True)
-    target_id: Mapped[int] = mapped_column(ForeignKey("components.id"), primary_key=True)
-    prompt_id: Mapped[int] = mapped_column(
-        ForeignKey("prompts.id", ondelete="CASCADE"), primary_key=True
-    )
-    value: Mapped[float] = mapped_column(Float)
-    source_position: Mapped[int] = mapped_column(Integer)
-    target_position: Mapped[int] = mapped_column(Integer)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    pair_sums: Mapped[bytes] = mapped_column(LargeBinary)
+    strong_edges: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class EdgePosting(Base):
     """The edge index packed per component pair (see `storage.edge_postings`): prompt ids
     (little-endian int32, ascending), signed values (float32) and (source, target) positions
-    (uint16 pairs) of the entries moved out of `edge_activations`. A rowid table: postings of
+    (uint16 pairs) of the prompts where its strongest edge reaches the floor (meta
+    `edge_index_min_abs`). A rowid table: postings of
     kilobytes stay on their page there, where a WITHOUT ROWID row spills to overflow pages."""
 
     __tablename__ = "edge_postings"
@@ -218,11 +227,12 @@ meta_table = Base.metadata.tables["meta"]
 layers_table = Base.metadata.tables["layers"]
 components_table = Base.metadata.tables["components"]
 activation_contexts_table = Base.metadata.tables["activation_contexts"]
+context_dictionaries_table = Base.metadata.tables["activation_context_dictionaries"]
 prompts_table = Base.metadata.tables["prompts"]
 component_activations_table = Base.metadata.tables["component_activations"]
 component_postings_table = Base.metadata.tables["component_postings"]
 prompt_postings_table = Base.metadata.tables["prompt_postings"]
 corpus_attributions_table = Base.metadata.tables["corpus_attributions"]
-edge_activations_table = Base.metadata.tables["edge_activations"]
+corpus_deltas_table = Base.metadata.tables["corpus_deltas"]
 edge_postings_table = Base.metadata.tables["edge_postings"]
 cofiring_counts_table = Base.metadata.tables["cofiring_counts"]

@@ -24,7 +24,7 @@ import zstandard
 from numpy.typing import NDArray
 from sqlalchemy import Connection, delete, func, insert, select
 
-from locattr.storage import edge_postings, queries
+from locattr.storage import corpus_deltas, queries
 from locattr.storage.models import cofiring_counts_table as cc
 from locattr.storage.models import component_activations_table as ca
 from locattr.storage.models import component_postings_table as cp
@@ -108,7 +108,7 @@ def build_postings(connection: Connection) -> int:
             connection.execute(insert(cp), entries)
     _build_prompt_postings(connection, through)
     _build_cofiring_counts(connection, through)
-    edge_postings.pack(connection)
+    corpus_deltas.fold(connection)
     return through
 
 

@@ -11,6 +11,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from locattr.storage.codec import ValueDtype, ValueEncoding, parse_value_encoding
+from locattr.storage.engine import DatabaseError
+
+VALUE_PRECISION_KEY = "value_precision"
+"""Meta key: how the database's graphs store edge values, as `codec.value_encoding_label` writes
+it (an absolute step such as 1e-06, or "float32" / "float16")."""
+
 FIXED_KEYS = (
     "run",
     "config_digest",
@@ -21,17 +28,33 @@ FIXED_KEYS = (
     "inputs",
     "outputs",
     "output_prob_threshold",
+    VALUE_PRECISION_KEY,
 )
 """Meta keys a database is built under once: they must agree before prompts from two builds
-may share one database (`n_ctx` and `context_windows` decide which windows the prompts are)."""
+may share one database (`n_ctx` and `context_windows` decide which windows the prompts are;
+`value_precision` is a statement about every stored graph, as `attr_threshold` is)."""
 
 IMPLICIT_PROVENANCE: Mapping[str, object] = {
     "inputs": False,
     "outputs": False,
     "output_prob_threshold": None,
+    VALUE_PRECISION_KEY: "float32",
 }
-"""Keys builds record since graphs may hold `wte` and `output` nodes, with the values that older
-builds, which stored no such nodes, held without saying so."""
+"""Keys builds record since graphs may hold `wte` and `output` nodes, or edge values at a
+stated precision, with the values that older builds held without saying so (they stored no
+such nodes, and float32 values)."""
+
+
+def recorded_value_encoding(meta: Mapping[str, Any]) -> ValueEncoding:
+    """How prompts written to a database with this meta store edge values: as its build
+    recorded (`VALUE_PRECISION_KEY`), float32 (lossless) where it records nothing."""
+    label = meta.get(VALUE_PRECISION_KEY)
+    if label is None:
+        return ValueDtype.FLOAT32
+    try:
+        return parse_value_encoding(label)
+    except ValueError as error:
+        raise DatabaseError(f"meta {VALUE_PRECISION_KEY!r} is unusable: {error}") from None
 
 
 def with_implicit_provenance(meta: Mapping[str, Any]) -> dict[str, Any]:

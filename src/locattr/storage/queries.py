@@ -21,6 +21,7 @@ from locattr.storage.models import (
     activation_contexts_table,
     component_activations_table,
     components_table,
+    context_dictionaries_table,
     layers_table,
     meta_table,
     prompts_table,
@@ -412,9 +413,10 @@ def top_prompts_of_component(component_id: int | ColumnElement[int], limit: int)
 
 
 def component_details(component_ids: Sequence[int], *, top_k: int, dialect: str) -> AnySelect:
-    """(id, `component_counters`' columns, activation context JSON or None, top prompt ids) of
-    those of the components that have a row; the top prompt ids (a list, or None when there are
-    none on PostgreSQL) are `top_prompts_of_component`'s.
+    """(id, `component_counters`' columns, activation context blob and its dictionary id (None,
+    None without one), top prompt ids) of those of the components that have a row; the top
+    prompt ids (a list, or None when there are none on PostgreSQL) are
+    `top_prompts_of_component`'s.
 
     One statement for all: the top prompts are a correlated subquery per component, which reads
     its index rows once with a bounded sort (ranking them all with `row_number()` over a window
@@ -432,7 +434,8 @@ def component_details(component_ids: Sequence[int], *, top_k: int, dialect: str)
         # SQLite aggregates a LIMIT subquery's rows in its ORDER BY order (it cannot flatten it).
         top_ids = func.json_group_array(strongest.c.prompt_id, type_=JSON)
     return (
-        select(c.id, c.prompt_count, c.sum_max_ci, c.max_max_ci, c.mean_ci, contexts.c.data)
+        select(c.id, c.prompt_count, c.sum_max_ci, c.max_max_ci, c.mean_ci)
+        .add_columns(contexts.c.data, contexts.c.dictionary_id)
         .add_columns(select(top_ids).select_from(strongest).scalar_subquery())
         .select_from(components_table.outerjoin(contexts, contexts.c.component_id == c.id))
         .where(c.id.in_(component_ids))
@@ -528,11 +531,13 @@ def meta_value(key: str) -> AnySelect:
 def activation_contexts(
     *, after_id: int = -1, limit: int | None = None, layer_id: int | None = None
 ) -> AnySelect:
-    """(component id, layer, index, data JSON) of components with stored contexts, by id."""
+    """(component id, layer, index, context blob, dictionary id) of components with stored
+    contexts, by id (decode with the dictionaries of `context_dictionaries`)."""
     c = components_table.c
+    contexts = activation_contexts_table.c
     statement = (
-        select(c.id, layers_table.c.name, c.index, activation_contexts_table.c.data)
-        .join(components_table, c.id == activation_contexts_table.c.component_id)
+        select(c.id, layers_table.c.name, c.index, contexts.data, contexts.dictionary_id)
+        .join(components_table, c.id == contexts.component_id)
         .join(layers_table, layers_table.c.id == c.layer_id)
         .where(c.id > after_id)
         .order_by(c.id)
@@ -543,6 +548,18 @@ def activation_contexts(
 
 
 def activation_context(component_id: int) -> AnySelect:
-    return select(activation_contexts_table.c.data).where(
-        activation_contexts_table.c.component_id == component_id
+    """(context blob, dictionary id, dictionary bytes) of one component's stored context."""
+    contexts, dictionaries = activation_contexts_table, context_dictionaries_table
+    return (
+        select(contexts.c.data, contexts.c.dictionary_id, dictionaries.c.data)
+        .select_from(
+            contexts.outerjoin(dictionaries, dictionaries.c.id == contexts.c.dictionary_id)
+        )
+        .where(contexts.c.component_id == component_id)
     )
+
+
+def context_dictionaries(dictionary_ids: Sequence[int]) -> AnySelect:
+    """(id, bytes) of these activation-context dictionaries."""
+    table = context_dictionaries_table
+    return select(table.c.id, table.c.data).where(table.c.id.in_(dictionary_ids))

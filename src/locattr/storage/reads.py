@@ -15,6 +15,7 @@ from sqlalchemy import Connection
 
 from locattr.graph import Graph
 from locattr.storage import postings, queries
+from locattr.storage.context_blobs import ContextDecoder
 from locattr.storage.index_rows import decode_positions
 from locattr.storage.keys import ComponentKey, parse_keys
 from locattr.storage.records import (
@@ -326,6 +327,7 @@ def component_details(
     statement = queries.component_details(known, top_k=top_k, dialect=connection.dialect.name)
     rows = connection.execute(statement).all() if known else []
     by_id = {row[0]: row for row in rows}
+    decoder = context_decoder(connection, [row[6] for row in rows])
     found: list[ComponentDetails] = []
     unknown: list[str] = []
     for key, component_id in ids.items():
@@ -333,8 +335,10 @@ def component_details(
         if row is None:
             unknown.append(str(key))
             continue
-        _, count, total, maximum, mean_ci, data, top = row
-        context = first_examples(orjson.loads(data), examples) if data is not None else None
+        _, count, total, maximum, mean_ci, data, dictionary_id, top = row
+        context = None
+        if data is not None:
+            context = first_examples(decoder.decode(data, dictionary_id), examples)
         stats = _stats(str(key), (count, total, maximum, mean_ci), list(top or []))
         found.append(ComponentDetails(stats, context))
     return found, unknown
@@ -535,13 +539,18 @@ def activation_context(
     component_id = layers.component_id(connection, ComponentKey.parse(key))
     if component_id is None:
         return None
-    data = connection.execute(queries.activation_context(component_id)).scalar()
-    return orjson.loads(data) if data is not None else None
+    row = connection.execute(queries.activation_context(component_id)).one_or_none()
+    if row is None:
+        return None
+    data, dictionary_id, dictionary = row
+    decoder = ContextDecoder({} if dictionary_id is None else {dictionary_id: dictionary})
+    return decoder.decode(data, dictionary_id)
 
 
 def activation_contexts(connection: Connection) -> dict[str, dict[str, Any]]:
     rows = connection.execute(queries.activation_contexts()).all()
-    return {f"{layer}:{index}": orjson.loads(data) for _, layer, index, data in rows}
+    decoder = context_decoder(connection, [row[4] for row in rows])
+    return {f"{layer}:{index}": decoder.decode(data, d) for _, layer, index, data, d in rows}
 
 
 def activation_context_page(
@@ -559,11 +568,23 @@ def activation_context_page(
         after_id=after, limit=queries.check_limit(limit) + 1, layer_id=layer_id
     )
     rows = connection.execute(statement).all()
+    decoder = context_decoder(connection, [row[4] for row in rows[:limit]])
     page = {
-        f"{layer_name}:{index}": orjson.loads(data) for _, layer_name, index, data in rows[:limit]
+        f"{layer_name}:{index}": decoder.decode(data, dictionary_id)
+        for _, layer_name, index, data, dictionary_id in rows[:limit]
     }
     next_cursor = queries.encode_id_cursor(rows[limit - 1][0]) if len(rows) > limit else None
     return page, next_cursor
+
+
+def context_decoder(connection: Connection, dictionary_ids: Iterable[int | None]) -> ContextDecoder:
+    """A decoder for stored contexts compressed with these dictionaries (one statement, none
+    when no context uses one)."""
+    wanted = sorted({i for i in dictionary_ids if i is not None})
+    if not wanted:
+        return ContextDecoder({})
+    rows = connection.execute(queries.context_dictionaries(wanted)).all()
+    return ContextDecoder({dictionary_id: data for dictionary_id, data in rows})
 
 
 def layer_sizes(slots: Mapping[str, LayerSlot]) -> dict[str, int]:

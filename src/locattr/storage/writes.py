@@ -10,23 +10,23 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import orjson
 from numpy.typing import NDArray
 from sqlalchemy import Connection, Engine, bindparam, case, func, insert, select, text, update
 
-from locattr.storage.codec import ValueDtype, encode_graph, stored_edge_values
-from locattr.storage.edge_rows import EdgeRows, PairSums, edge_rows
+from locattr.storage import corpus_deltas
+from locattr.storage.codec import ValueEncoding, encode_graph, stored_edge_values
+from locattr.storage.context_blobs import encode_contexts
+from locattr.storage.edge_rows import EdgeRows, edge_rows
 from locattr.storage.engine import DatabaseError
 from locattr.storage.index_rows import index_rows
 from locattr.storage.models import (
     activation_contexts_table,
     component_activations_table,
     components_table,
-    corpus_attributions_table,
-    edge_activations_table,
+    context_dictionaries_table,
     layers_table,
     meta_table,
     prompts_table,
@@ -125,13 +125,13 @@ def register_layers(connection: Connection, layers: Mapping[str, int]) -> dict[s
 def prepare_prompt(
     record: PromptRecord,
     slots: Mapping[str, LayerSlot],
-    value_dtype: ValueDtype,
+    value_encoding: ValueEncoding,
     edge_min_abs: float,
 ) -> PreparedPrompt:
     """Encode the graph and map index rows to component ids (outside any transaction)."""
     graph = record.graph.canonical()
     rows = index_rows(graph, decomposed=slots.keys())
-    values = stored_edge_values(graph.edge_value, value_dtype)
+    values = stored_edge_values(graph.edge_value, value_encoding)
     first = np.zeros(len(graph.layers), dtype=np.int64)
     limit = np.zeros(len(graph.layers), dtype=np.int64)
     for i, name in enumerate(graph.layers):
@@ -160,7 +160,9 @@ def prepare_prompt(
             "n_nodes": graph.n_nodes,
             "n_edges": graph.n_edges if record.keep_graph else 0,
             "n_components": len(rows),
-            "graph": encode_graph(graph, value_dtype=value_dtype) if record.keep_graph else None,
+            "graph": encode_graph(graph, value_encoding=value_encoding)
+            if record.keep_graph
+            else None,
         },
         component_ids=first[rows.layer] + rows.component,
         max_ci=rows.max_ci,
@@ -245,66 +247,11 @@ def _insert_index_rows(
 def _insert_edge_rows(
     connection: Connection, prompts: Sequence[tuple[int, PreparedPrompt]]
 ) -> None:
-    """The prompts' edge index rows, and their pair sums added to the corpus attributions."""
+    """What the prompts add to the corpus attributions and the edge index, as one delta."""
     known = [(prompt_id, p.edges) for prompt_id, p in prompts if p.edges is not None]
     if len(known) < len(prompts):
         mark_corpus_tables_stale(connection, "it holds prompts merged without their graphs")
-    insert_edge_index_rows(connection, known)
-    add_corpus_attributions(connection, PairSums.combine([edges.pairs for _, edges in known]))
-
-
-def insert_edge_index_rows(connection: Connection, prompts: Sequence[tuple[int, EdgeRows]]) -> None:
-    rows = [
-        {
-            "source_id": s,
-            "target_id": t,
-            "prompt_id": prompt_id,
-            "value": v,
-            "source_position": sp,
-            "target_position": tp,
-        }
-        for prompt_id, edges in prompts
-        for s, t, v, sp, tp in zip(
-            edges.strong.source.tolist(),
-            edges.strong.target.tolist(),
-            edges.strong.value.tolist(),
-            edges.strong.source_position.tolist(),
-            edges.strong.target_position.tolist(),
-            strict=True,
-        )
-    ]
-    if rows:
-        connection.execute(insert(edge_activations_table), rows)
-
-
-def add_corpus_attributions(connection: Connection, sums: PairSums) -> None:
-    """Add pair sums to the stored totals (inserting pairs not seen before)."""
-    if not len(sums):
-        return
-    table = corpus_attributions_table
-    upsert = _dialect_insert(connection)(table)
-    upsert = upsert.on_conflict_do_update(
-        index_elements=[table.c.source_id, table.c.target_id],
-        set_={
-            "total": table.c.total + upsert.excluded.total,
-            "total_abs": table.c.total_abs + upsert.excluded.total_abs,
-            "prompt_count": table.c.prompt_count + upsert.excluded.prompt_count,
-        },
-    )
-    connection.execute(
-        upsert,
-        [
-            {"source_id": s, "target_id": t, "total": v, "total_abs": a, "prompt_count": n}
-            for s, t, v, a, n in zip(
-                sums.source.tolist(),
-                sums.target.tolist(),
-                sums.total.tolist(),
-                sums.total_abs.tolist(),
-                sums.prompt_count.tolist(),
-                strict=True,
-            )
-        ],
-    )
+    corpus_deltas.write_delta(connection, known)
 
 
 CORPUS_TABLES_STALE_KEY = "corpus_tables_stale"
@@ -316,17 +263,6 @@ EDGE_INDEX_MIN_ABS_KEY = "edge_index_min_abs"
 
 def mark_corpus_tables_stale(connection: Connection, reason: str) -> None:
     set_meta(connection, {CORPUS_TABLES_STALE_KEY: reason})
-
-
-def _dialect_insert(connection: Connection) -> Any:
-    """The dialect's INSERT with ON CONFLICT (SQLite and PostgreSQL spell it alike)."""
-    if connection.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-
-        return postgresql_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert
 
 
 def bump_component_counters(
@@ -375,7 +311,8 @@ def set_activation_contexts(
     contexts: Mapping[int, Mapping[str, object]],
     mean_ci: Mapping[int, float],
 ) -> None:
-    """Store activation contexts by component id (replacing any) and the dataset mean CIs."""
+    """Store activation contexts by component id (replacing any), compressed together (see
+    `context_blobs`), and the dataset mean CIs; drops dictionaries no context uses any more."""
     ids = list(contexts)
     for chunk in _chunks(ids, 5000):
         connection.execute(
@@ -384,10 +321,27 @@ def set_activation_contexts(
             )
         )
     if ids:
+        encoded = encode_contexts([contexts[i] for i in ids])
+        dictionary_id = None
+        if encoded.dictionary is not None:
+            dictionary_id = connection.execute(
+                insert(context_dictionaries_table)
+                .values(data=encoded.dictionary)
+                .returning(context_dictionaries_table.c.id)
+            ).scalar_one()
         connection.execute(
             insert(activation_contexts_table),
-            [{"component_id": i, "data": orjson.dumps(dict(contexts[i])).decode()} for i in ids],
+            [
+                {"component_id": i, "dictionary_id": dictionary_id, "data": blob}
+                for i, blob in zip(ids, encoded.blobs, strict=True)
+            ],
         )
+    used = select(activation_contexts_table.c.dictionary_id).where(
+        activation_contexts_table.c.dictionary_id.is_not(None)
+    )
+    connection.execute(
+        context_dictionaries_table.delete().where(context_dictionaries_table.c.id.not_in(used))
+    )
     if mean_ci:
         connection.execute(
             update(components_table)
