@@ -4,6 +4,7 @@ whatever the batching, merging or rebuilding, and the queries over them."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -239,3 +240,22 @@ def test_the_floor_is_recorded_by_the_first_write(tmp_path: Path) -> None:
     target = filled(str(tmp_path / "t.db"), records(10, 1), batch=1)
     with LocalAttrDB(target) as db:
         assert db.get_meta()[writes.EDGE_INDEX_MIN_ABS_KEY] == EDGE_INDEX_MIN_ABS
+
+
+def test_a_batch_with_no_edge_above_the_floor_folds(tmp_path: Path) -> None:
+    target = str(tmp_path / "weak.db")
+    weak = [
+        PromptRecord(
+            r.identity,
+            r.token_ids,
+            r.tokens,
+            replace(r.graph, edge_value=r.graph.edge_value * 1e-3),
+        )
+        for r in records(11, 3)
+    ]
+    filled(target, weak, batch=3)
+    with LocalAttrDB(target) as db:
+        db.build_postings()
+    totals, strong = stored_corpus_tables(target)
+    assert totals and not strong
+    assert (totals, strong) == corpus_oracle(target)

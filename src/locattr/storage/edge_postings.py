@@ -102,6 +102,8 @@ def add_entries(connection: Connection, strong: StrongEntries) -> None:
 
     Plain driver statements with tuples: a fold adds thousands of pairs per thousand prompts,
     and building SQLAlchemy statements per pair cost more than the writes."""
+    if not len(strong):
+        return
     order = np.lexsort((strong.prompt_id, strong.target, strong.source))
     strong = strong.take(order)
     new = np.ones(len(strong), dtype=bool)
