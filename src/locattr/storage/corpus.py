@@ -17,7 +17,7 @@ from locattr.storage import corpus_deltas, edge_postings, queries
 from locattr.storage.edge_rows import ATTRIBUTION_UNIT, EDGE_INDEX_MIN_ABS, PairSums
 from locattr.storage.keys import ComponentKey
 from locattr.storage.models import corpus_attributions_table as attributions
-from locattr.storage.reads import LayerCache, get_meta, get_prompts, prompt_count
+from locattr.storage.reads import LayerCache, get_prompts, meta_value, prompt_count
 from locattr.storage.records import EdgeHit, EdgeSearchPage, Partner, Partners
 from locattr.storage.writes import CORPUS_TABLES_STALE_KEY, EDGE_INDEX_MIN_ABS_KEY
 
@@ -35,13 +35,13 @@ class StaleCorpusTablesError(LocattrError):
 
 def edge_index_min_abs(connection: Connection) -> float:
     """The edge index's floor: recorded by the first write, the default before."""
-    value = get_meta(connection).get(EDGE_INDEX_MIN_ABS_KEY)
+    value = meta_value(connection, EDGE_INDEX_MIN_ABS_KEY)
     return EDGE_INDEX_MIN_ABS if value is None else float(value)
 
 
 def check_fresh(connection: Connection) -> None:
     """Refuse to answer from corpus tables that miss prompts (a database older than them)."""
-    reason = get_meta(connection).get(CORPUS_TABLES_STALE_KEY)
+    reason = meta_value(connection, CORPUS_TABLES_STALE_KEY)
     if reason is not None:
         raise StaleCorpusTablesError(
             f"this database's corpus attributions and edge index are incomplete ({reason}): "

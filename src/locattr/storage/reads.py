@@ -129,10 +129,15 @@ def get_meta(connection: Connection) -> dict[str, Any]:
     return {key: orjson.loads(value) for key, value in rows}
 
 
+def meta_value(connection: Connection, key: str) -> Any:
+    """One meta key's value (None when absent), without reading the others."""
+    value = connection.execute(queries.meta_value(key)).scalar()
+    return orjson.loads(value) if value is not None else None
+
+
 def vocabulary(connection: Connection) -> list[str] | None:
     """The tokenizer's vocabulary (token id -> text) stored by locattr-generate, if any."""
-    value = connection.execute(queries.meta_value(queries.VOCABULARY_KEY)).scalar()
-    return orjson.loads(value) if value is not None else None
+    return meta_value(connection, queries.VOCABULARY_KEY)
 
 
 def prompt_count(connection: Connection) -> int:
