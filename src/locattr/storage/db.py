@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -209,7 +211,11 @@ class LocalAttrDB:
     def get_prompts(self, prompt_ids: Sequence[int]) -> list[PromptInfo]:
         """Several prompts in one statement, in the order asked (unknown ids are left out)."""
         with self.engine.connect() as connection:
-            return reads.get_prompts(connection, prompt_ids)
+            return [self._with_graph(info) for info in reads.get_prompts(connection, prompt_ids)]
+
+    def _with_graph(self, info: PromptInfo) -> PromptInfo:
+        """`info` able to read its graph from this database (for `PromptInfo.pairs_json`)."""
+        return replace(info, load_graph=partial(self.get_graph, info.id))
 
     def existing_identities(self, identities: Sequence[str]) -> set[str]:
         """Which of these prompt identities are stored (what a resumed build skips)."""
@@ -232,7 +238,7 @@ class LocalAttrDB:
         while True:
             with self.engine.connect() as connection:
                 page = reads.list_prompts(connection, after_id=after, limit=page_size)
-            yield from page
+            yield from map(self._with_graph, page)
             if len(page) < page_size:
                 return
             after = page[-1].id

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from locattr.graph import Graph
+from locattr.seed_pairs import seed_pairs_json
 
 JsonValue = object
 
@@ -46,7 +47,8 @@ class PromptRecord:
 
 @dataclass(frozen=True)
 class PromptInfo:
-    """A stored prompt, without its graph."""
+    """A stored prompt, without its graph (`LocalAttrDB` gives it a ``load_graph`` that reads
+    the graph when `pairs_json` asks for it)."""
 
     id: int
     identity: str
@@ -56,9 +58,19 @@ class PromptInfo:
     n_nodes: int
     n_edges: int
     has_graph: bool
+    load_graph: Callable[[], Graph | None] | None = field(default=None, repr=False, compare=False)
 
     def preview(self, width: int = 80) -> str:
         return preview_of(self.tokens, width)
+
+    @property
+    def pairs_json(self) -> str | None:
+        """The graph in the original system's ``pairs`` format, as JSON text (`seed_pairs`);
+        None when the prompt was stored without its graph."""
+        if self.load_graph is None:
+            raise ValueError("this prompt record cannot read its graph: get it from LocalAttrDB")
+        graph = self.load_graph()
+        return seed_pairs_json(graph) if graph is not None else None
 
 
 def preview_of(tokens: Sequence[str], width: int = 80) -> str:
@@ -140,8 +152,12 @@ class SearchHit:
 
 
 @dataclass(frozen=True)
-class SearchPage:
-    """One page of a ranked search. Pass ``next_cursor`` back to get the next page."""
+class SearchPage(Sequence[int]):
+    """One page of a ranked search. Pass ``next_cursor`` back to get the next page.
+
+    It is also the sequence of its prompt ids (``page[0]``, ``len(page)``, ``for id in
+    page``), as the original system's search returned a list of ids.
+    """
 
     hits: list[SearchHit]
     total: int
@@ -158,6 +174,15 @@ class SearchPage:
     @property
     def prompt_ids(self) -> list[int]:
         return [hit.prompt_id for hit in self.hits]
+
+    def __len__(self) -> int:
+        return len(self.hits)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.prompt_ids[index]
+
+    def __iter__(self) -> Iterator[int]:
+        return (hit.prompt_id for hit in self.hits)
 
 
 @dataclass(frozen=True)
