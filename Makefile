@@ -70,9 +70,10 @@ test-fast: install browser
 	$(PY) -m pytest -m "not postgres and not slow"
 
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks alembic
-	$(VENV)/bin/ruff format --check src tests benchmarks alembic
+	$(VENV)/bin/ruff check src tests benchmarks alembic tools
+	$(VENV)/bin/ruff format --check src tests benchmarks alembic tools
 	$(VENV)/bin/pyright
+	$(PY) tools/check_layers.py
 
 bench: install browser
 	$(PY) -m benchmarks
