@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, func, select
 
-from locattr.storage import corpus_deltas, writes
+from locattr.storage import corpus_deltas, reads, writes
 from locattr.storage.codec import decode_graph
 from locattr.storage.edge_rows import edge_rows
 from locattr.storage.engine import DatabaseError
@@ -52,7 +52,7 @@ def rebuild(
     total = connection.execute(select(func.count()).select_from(prompts)).scalar_one()
     for table in (corpus_deltas_table, edge_postings_table, corpus_attributions_table):
         connection.execute(delete(table))
-    slots = writes.read_layer_slots(connection)
+    slots = reads.layer_slots(connection)
     done = indexed = 0
     after = 0
     while True:

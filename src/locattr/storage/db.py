@@ -31,6 +31,7 @@ from locattr.storage.records import (
     ComponentStats,
     ComponentSummary,
     EdgeSearchPage,
+    LayerSlot,
     Partners,
     PromptInfo,
     PromptRecord,
@@ -251,7 +252,7 @@ class LocalAttrDB:
         """Decomposed layers in model order: name -> number of components."""
         return reads.layer_sizes(self.layer_slots())
 
-    def layer_slots(self) -> dict[str, writes.LayerSlot]:
+    def layer_slots(self) -> dict[str, LayerSlot]:
         """Layer name -> where its component ids live (read fresh)."""
         with self.engine.connect() as connection:
             return dict(self._layers.slots(connection, refresh=True))
@@ -378,7 +379,7 @@ class LocalAttrDB:
         if self.readonly:
             raise DatabaseError(f"{self.target.display} is open read-only")
 
-    def _write_slots(self, records: Sequence[PromptRecord]) -> dict[str, writes.LayerSlot]:
+    def _write_slots(self, records: Sequence[PromptRecord]) -> dict[str, LayerSlot]:
         """Layer slots covering the records' layers (re-read if another writer added some)."""
         needed = {name for r in records for name in r.graph.layers} - PSEUDO_LAYERS
         with self.engine.connect() as connection:

@@ -6,15 +6,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import select
 
-from locattr.storage import writes
+from locattr.storage import queries, writes
 from locattr.storage.codec import decode_graph
 from locattr.storage.edge_rows import edge_rows
 from locattr.storage.engine import DatabaseError
-from locattr.storage.models import component_activations_table as ca
-from locattr.storage.models import prompts_table
 from locattr.storage.provenance import first_difference
+from locattr.storage.records import LayerSlot
 
 if TYPE_CHECKING:
     from locattr.storage.db import LocalAttrDB
@@ -73,18 +71,11 @@ def merge_databases(into: LocalAttrDB, other: LocalAttrDB, *, batch_size: int) -
     while True:
         with other.engine.connect() as source:
             rows = source.execute(
-                select(prompts_table.c.id, *(prompts_table.c[name] for name in _PROMPT_COLUMNS))
-                .where(prompts_table.c.id > after)
-                .order_by(prompts_table.c.id)
-                .limit(batch_size)
+                queries.stored_prompt_rows(after, batch_size, _PROMPT_COLUMNS)
             ).all()
             if not rows:
                 return added
-            index = source.execute(
-                select(ca.c.prompt_id, ca.c.component_id, ca.c.max_ci, ca.c.positions, ca.c.ci_sum)
-                .where(ca.c.prompt_id.in_([row[0] for row in rows]))
-                .order_by(ca.c.prompt_id, ca.c.component_id)
-            ).all()
+            index = source.execute(queries.index_rows_of([row[0] for row in rows])).all()
         after = rows[-1][0]
         by_prompt: dict[int, list[tuple[int, float, bytes, float]]] = {}
         for prompt_id, component_id, max_ci, positions, ci_sum in index:
@@ -115,7 +106,7 @@ def merge_databases(into: LocalAttrDB, other: LocalAttrDB, *, batch_size: int) -
         into.checkpoint()
 
 
-def _component_id_map(other: LocalAttrDB, slots: dict[str, writes.LayerSlot]) -> np.ndarray:
+def _component_id_map(other: LocalAttrDB, slots: dict[str, LayerSlot]) -> np.ndarray:
     """Array mapping `other`'s component ids to the destination's."""
     other_slots = other.layer_slots()
     size = max((s.first_component_id + s.n_components for s in other_slots.values()), default=0)

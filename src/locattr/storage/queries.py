@@ -563,3 +563,35 @@ def context_dictionaries(dictionary_ids: Sequence[int]) -> AnySelect:
     """(id, bytes) of these activation-context dictionaries."""
     table = context_dictionaries_table
     return select(table.c.id, table.c.data).where(table.c.id.in_(dictionary_ids))
+
+
+def layer_slots() -> AnySelect:
+    """Every layer: name, id, first component id, number of components."""
+    return select(
+        layers_table.c.name,
+        layers_table.c.id,
+        layers_table.c.first_component_id,
+        layers_table.c.n_components,
+    )
+
+
+def stored_prompt_rows(after_id: int, limit: int, columns: Sequence[str]) -> AnySelect:
+    """A page of prompts in id order: the id, then the named columns as stored (what a merge
+    copies)."""
+    p = prompts_table.c
+    return (
+        select(p.id, *(p[name] for name in columns))
+        .where(p.id > after_id)
+        .order_by(p.id)
+        .limit(limit)
+    )
+
+
+def index_rows_of(prompt_ids: Sequence[int]) -> AnySelect:
+    """The index rows of these prompts, by prompt then component: prompt id, component id, max
+    CI, positions, CI sum."""
+    return (
+        select(ca.c.prompt_id, ca.c.component_id, ca.c.max_ci, ca.c.positions, ca.c.ci_sum)
+        .where(ca.c.prompt_id.in_(prompt_ids))
+        .order_by(ca.c.prompt_id, ca.c.component_id)
+    )

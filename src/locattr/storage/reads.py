@@ -26,13 +26,13 @@ from locattr.storage.records import (
     ComponentStats,
     ComponentSummary,
     GraphComponentStats,
+    LayerSlot,
     PromptInfo,
     SearchHit,
     SearchPage,
     first_examples,
     preview_of,
 )
-from locattr.storage.writes import LayerSlot, read_layer_slots
 
 
 class LayerCache:
@@ -54,7 +54,7 @@ class LayerCache:
 
     def slots(self, connection: Connection, *, refresh: bool = False) -> dict[str, LayerSlot]:
         if refresh or not self._slots:
-            self._slots = read_layer_slots(connection)
+            self._slots = layer_slots(connection)
         return self._slots
 
     def component_id(self, connection: Connection, key: ComponentKey) -> int | None:
@@ -76,6 +76,12 @@ class LayerCache:
             if 0 <= component_id - slot.first_component_id < slot.n_components:
                 return f"{name}:{component_id - slot.first_component_id}"
         raise KeyError(component_id)
+
+
+def layer_slots(connection: Connection) -> dict[str, LayerSlot]:
+    """Where each layer's component ids live, by layer name."""
+    rows = connection.execute(queries.layer_slots())
+    return {name: LayerSlot(id_, first, n) for name, id_, first, n in rows}
 
 
 def _component_id(slot: LayerSlot | None, index: int) -> int | None:

@@ -27,6 +27,15 @@ def identity_for_dataset(dataset: str, split: str, index: int) -> str:
 
 
 @dataclass(frozen=True)
+class LayerSlot:
+    """Where a layer's component ids live: ``first_component_id + index``."""
+
+    id: int
+    first_component_id: int
+    n_components: int
+
+
+@dataclass(frozen=True)
 class PromptRecord:
     """One prompt to store. The graph's nodes (alive units with their CI) feed the index.
 

@@ -16,7 +16,7 @@ import orjson
 from numpy.typing import NDArray
 from sqlalchemy import Connection, Engine, bindparam, case, func, insert, select, text, update
 
-from locattr.storage import corpus_deltas
+from locattr.storage import corpus_deltas, reads
 from locattr.storage.codec import ValueEncoding, encode_graph, stored_edge_values
 from locattr.storage.context_blobs import encode_contexts
 from locattr.storage.edge_rows import EdgeRows, edge_rows
@@ -31,18 +31,9 @@ from locattr.storage.models import (
     meta_table,
     prompts_table,
 )
-from locattr.storage.records import PromptRecord
+from locattr.storage.records import LayerSlot, PromptRecord
 
 _PG_WRITER_LOCK = 0x10CA77  # one writer at a time on PostgreSQL too, as SQLite's BEGIN IMMEDIATE
-
-
-@dataclass(frozen=True)
-class LayerSlot:
-    """Where a layer's component ids live: ``first_component_id + index``."""
-
-    id: int
-    first_component_id: int
-    n_components: int
 
 
 @dataclass(frozen=True)
@@ -68,25 +59,13 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
         yield connection
 
 
-def read_layer_slots(connection: Connection) -> dict[str, LayerSlot]:
-    rows = connection.execute(
-        select(
-            layers_table.c.name,
-            layers_table.c.id,
-            layers_table.c.first_component_id,
-            layers_table.c.n_components,
-        )
-    )
-    return {name: LayerSlot(id_, first, n) for name, id_, first, n in rows}
-
-
 def register_layers(connection: Connection, layers: Mapping[str, int]) -> dict[str, LayerSlot]:
     """Create the layers (name -> number of components) not yet present, with their components.
 
     A layer already present with a different number of components is an error: the database
     belongs to another decomposition.
     """
-    slots = read_layer_slots(connection)
+    slots = reads.layer_slots(connection)
     for name, n_components in layers.items():
         existing = slots.get(name)
         if existing is not None and existing.n_components != n_components:
