@@ -33,3 +33,14 @@ def test_saved_tokenizer_loads_offline_with_auto_tokenizer(tmp_path: Path) -> No
 def test_shipped_tokenizer_is_the_built_one() -> None:
     shipped = AutoTokenizer.from_pretrained(str(RUN_ROOT / "tokenizer"), local_files_only=True)
     assert shipped.get_vocab() == build_tokenizer().get_vocab()
+
+
+def test_typed_text_with_attached_punctuation_has_no_unknown_words() -> None:
+    """A prompt typed in the browser ("lily." rather than the corpus's "lily .") tokenizes as
+    the corpus text does, with the shipped tokenizer as the server loads it."""
+    shipped = AutoTokenizer.from_pretrained(str(RUN_ROOT / "tokenizer"), local_files_only=True)
+    typed = 'Once there was a cat named lily. lily said: "where is my ball" [EOS]'
+    spaced = 'once there was a cat named lily . lily said : " where is my ball " [EOS]'
+    ids = shipped(typed)["input_ids"]
+    assert shipped.unk_token_id not in ids
+    assert ids == shipped(spaced)["input_ids"]

@@ -82,11 +82,13 @@ class LogLines:
 
 @contextmanager
 def progress_display(
-    label: str, stream: TextIO = sys.stderr, every_s: float = 10.0
+    label: str, stream: TextIO | None = None, every_s: float = 10.0
 ) -> Iterator[LogLines | BarDisplay]:
-    """A callable taking `Progress` snapshots: a rich bar on a terminal, else `LogLines`."""
-    if not stream.isatty():
-        yield LogLines(stream, every_s)
+    """A callable taking `Progress` snapshots: a rich bar on a terminal, else `LogLines`; on
+    `stream`, or on whatever `sys.stderr` is at the call (not at import: tests replace it)."""
+    out: TextIO = stream if stream is not None else sys.stderr
+    if not out.isatty():
+        yield LogLines(out, every_s)
         return
     with Progress(
         TextColumn(label),
@@ -96,7 +98,7 @@ def progress_display(
         TextColumn("{task.fields[rate]}"),
         TimeRemainingColumn(),
         TextColumn("{task.fields[workers]}"),
-        console=Console(file=stream),
+        console=Console(file=out),
     ) as bar:
         yield BarDisplay(bar)
 

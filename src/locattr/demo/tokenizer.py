@@ -21,7 +21,11 @@ def build_tokenizer() -> Tokenizer:
     vocab = {UNK: 0, EOS: EOS_ID} | {word: i + 2 for i, word in enumerate(vocabulary())}
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     tokenizer.normalizer = normalizers.Lowercase()
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    # Punctuation splits off words as the corpus spaces it, so typed text ("lily.") has no
+    # unknown words the corpus would not have; "[EOS]" is an added token, matched before.
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation("isolated")]
+    )
     # Word-level decoding joins with single spaces, which is exactly the corpus's own spacing.
     tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=False)
     return tokenizer
