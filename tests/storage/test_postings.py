@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import text
 
 from locattr import LocalAttrDB
-from locattr.storage import postings, queries
+from locattr.storage import postings_build, queries
 from locattr.storage.keys import ComponentKey
 from locattr.storage.reads import LayerCache
 from tests.graphs import LAYERS, random_record
@@ -110,8 +110,8 @@ def test_cofiring_counts_match_sql(
     db.register_layers(LAYERS)
     db.add_prompts([random_record(rng, n_nodes=40) for _ in range(40)])
     if stage == "counts stored, then more":  # the demo's 40 prompts count as many here
-        monkeypatch.setattr(postings, "FREQUENT_MIN_PROMPTS", 1)
-        monkeypatch.setattr(postings, "FREQUENT_SHARE", 0.5)
+        monkeypatch.setattr(postings_build, "FREQUENT_MIN_PROMPTS", 1)
+        monkeypatch.setattr(postings_build, "FREQUENT_SHARE", 0.5)
     if stage != "never built":
         db.build_postings()
     if stage == "counts stored, then more":

@@ -1,5 +1,5 @@
 """Request dependencies: the database handle (each endpoint's reads go through `Database.run`),
-and the parameters several endpoints share.
+and the parameters several endpoints share (page size, cursors, component keys).
 
 Cursors and component keys declare their pattern in the OpenAPI schema (so a client, or
 schemathesis, knows which values are well formed) without FastAPI enforcing it: the storage
@@ -24,6 +24,10 @@ async def get_database(request: Request) -> Database:
 
 
 DatabaseDep = Annotated[Database, Depends(get_database)]
+
+
+LimitParam = Annotated[int, Query(ge=1, le=queries.MAX_PAGE_SIZE, description="Page size.")]
+"""The size of a page of a keyset-paginated list (its default is each endpoint's own)."""
 
 
 def _cursor(pattern: str) -> Any:

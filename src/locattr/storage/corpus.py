@@ -10,16 +10,15 @@ import math
 from typing import Literal, TypeAlias, get_args
 
 import numpy as np
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection
 
 from locattr.errors import LocattrError
-from locattr.storage import corpus_deltas, edge_postings, queries
+from locattr.storage import corpus_deltas, edge_postings, index_queries, queries
 from locattr.storage.edge_rows import ATTRIBUTION_UNIT, EDGE_INDEX_MIN_ABS, PairSums
 from locattr.storage.keys import ComponentKey
-from locattr.storage.models import corpus_attributions_table as attributions
+from locattr.storage.queries import CORPUS_TABLES_STALE_KEY, EDGE_INDEX_MIN_ABS_KEY
 from locattr.storage.reads import LayerCache, get_prompts, meta_value, prompt_count
-from locattr.storage.records import EdgeHit, EdgeSearchPage, Partner, Partners
-from locattr.storage.writes import CORPUS_TABLES_STALE_KEY, EDGE_INDEX_MIN_ABS_KEY
+from locattr.storage.records import EdgeHit, EdgeSearchPage, Partner, Partners, paginate
 
 Direction: TypeAlias = Literal["upstream", "downstream"]
 DIRECTIONS: tuple[Direction, ...] = get_args(Direction)
@@ -61,26 +60,18 @@ def partners(
     component_id = _known(connection, layers, component)
     check_fresh(connection)
     upstream = direction == "upstream"
-    mine, other = (
-        (attributions.c.target_id, attributions.c.source_id)
-        if upstream
-        else (attributions.c.source_id, attributions.c.target_id)
-    )
-    columns = (other, attributions.c.total, attributions.c.total_abs, attributions.c.prompt_count)
     pending = corpus_deltas.pending(connection).sums
     if not len(pending):
         rows = connection.execute(
-            select(*columns)
-            .where(mine == component_id)
-            .order_by(attributions.c.total_abs.desc(), other)
-            .limit(limit)
+            index_queries.strongest_partners(component_id, upstream=upstream, limit=limit)
         ).all()
         n_partners = connection.execute(
-            select(func.count()).select_from(attributions).where(mine == component_id)
+            index_queries.partner_count(component_id, upstream=upstream)
         ).scalar_one()
     else:  # while a build runs: the table plus what is not folded in yet
         stored = np.array(
-            connection.execute(select(*columns).where(mine == component_id)).all(), np.int64
+            connection.execute(index_queries.all_partners(component_id, upstream=upstream)).all(),
+            np.int64,
         ).reshape(-1, 4)
         ends = (pending.target, pending.source) if upstream else (pending.source, pending.target)
         new = pending.take(ends[0] == component_id)
@@ -163,8 +154,8 @@ def edge_search(
         later = (magnitude < after[0]) | ((magnitude == after[0]) & (entries.prompt_ids > after[1]))
         entries, magnitude = entries.take(later), magnitude[later]
     order = np.lexsort((entries.prompt_ids, -magnitude))  # strongest first, ties by id
-    shown = entries.take(order[:limit])
-    page: list[tuple[int, float, int, int]] = list(
+    shown = entries.take(order[: limit + 1])
+    rows: list[tuple[int, float, int, int]] = list(
         zip(
             shown.prompt_ids.tolist(),
             shown.values.tolist(),
@@ -173,7 +164,8 @@ def edge_search(
             strict=True,
         )
     )
-    info = {p.id: p for p in get_prompts(connection, [r[0] for r in page])}
+    page = paginate(rows, limit, lambda row: queries.encode_cursor("e", abs(row[1]), row[0]))
+    info = {p.id: p for p in get_prompts(connection, [row[0] for row in page.items])}
     hits = [
         EdgeHit(
             prompt_id=prompt_id,
@@ -184,18 +176,15 @@ def edge_search(
             preview=info[prompt_id].preview(),
             tokens=info[prompt_id].tokens,
         )
-        for prompt_id, value, source_position, target_position in page
+        for prompt_id, value, source_position, target_position in page.items
     ]
-    last = page[-1] if page else None
     return EdgeSearchPage(
+        items=hits,
+        next_cursor=page.next_cursor,
         source=str(keys[0]),
         target=str(keys[1]),
         min_abs=wanted,
-        hits=hits,
         total=total,
-        next_cursor=queries.encode_cursor("e", abs(last[1]), last[0])
-        if last is not None and len(entries) > limit
-        else None,
     )
 
 

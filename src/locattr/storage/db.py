@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from locattr.graph import PSEUDO_LAYERS, Graph
-from locattr.storage import aggregate, corpus, postings, queries, reads, writes
+from locattr.storage import aggregate, corpus, postings_build, queries, reads, writes
 from locattr.storage.codec import ValueEncoding, decode_graph
 from locattr.storage.engine import (
     DatabaseError,
@@ -160,7 +160,7 @@ class LocalAttrDB:
         """
         self._require_writable()
         with writes.write_transaction(self.engine) as connection:
-            return postings.build_postings(connection)
+            return postings_build.build_postings(connection)
 
     def set_meta(self, values: Mapping[str, object]) -> None:
         self._require_writable()
@@ -235,14 +235,14 @@ class LocalAttrDB:
 
     def iter_prompts(self, *, page_size: int = 500) -> Iterator[PromptInfo]:
         """Every prompt in id order, read a page at a time."""
-        after = 0
+        cursor = None
         while True:
             with self.engine.connect() as connection:
-                page = reads.list_prompts(connection, after_id=after, limit=page_size)
-            yield from map(self._with_graph, page)
-            if len(page) < page_size:
+                page = reads.list_prompts(connection, limit=page_size, cursor=cursor)
+            yield from map(self._with_graph, page.items)
+            if page.next_cursor is None:
                 return
-            after = page[-1].id
+            cursor = page.next_cursor
 
     def get_meta(self) -> dict[str, Any]:
         with self.engine.connect() as connection:
@@ -277,8 +277,7 @@ class LocalAttrDB:
     ) -> list[ComponentSummary]:
         """Components that fire in stored prompts, most prompts first."""
         with self.engine.connect() as connection:
-            page, _ = reads.list_components(connection, self._layers, layer=layer, limit=limit)
-        return page
+            return reads.list_components(connection, self._layers, layer=layer, limit=limit).items
 
     def get_component_stats(self, key: str, *, top_k: int = 10) -> ComponentStats | None:
         """How often and how strongly `key` fires; None if no such component exists."""

@@ -3,7 +3,7 @@
 Per pair (`edge_postings`): the prompt ids (little-endian int32, ascending), the signed values
 (float32) and the positions (uint16 source, target pairs) of the prompts where its strongest
 edge reaches the floor. Entries arrive in write batches (`corpus_deltas`) and are added here
-when those are folded; a reader adds the pending ones itself.
+when those are folded (`postings_build.fold`); a reader adds the pending ones itself.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
+from locattr.storage import index_queries
 from locattr.storage.edge_rows import StrongEntries
-from locattr.storage.models import edge_postings_table as postings_table
 
 _SOURCES_PER_STATEMENT = 500
 
@@ -82,61 +82,14 @@ def read_pair(
     """Every edge index entry of the pair: its posting and its `pending` entries."""
     parts = [
         PairEntries.unpacked(*row)
-        for row in connection.execute(
-            select(
-                postings_table.c.prompt_ids,
-                postings_table.c.edge_values,
-                postings_table.c.positions,
-            ).where(
-                postings_table.c.source_id == source_id, postings_table.c.target_id == target_id
-            )
-        )
+        for row in connection.execute(index_queries.edge_posting(source_id, target_id))
     ]
     mine = (pending.source == source_id) & (pending.target == target_id)
     parts.append(PairEntries.of(pending.take(mine)))
     return PairEntries.concat(parts)
 
 
-def add_entries(connection: Connection, strong: StrongEntries) -> None:
-    """Add entries to their pairs' postings (inside a write transaction).
-
-    Plain driver statements with tuples: a fold adds thousands of pairs per thousand prompts,
-    and building SQLAlchemy statements per pair cost more than the writes."""
-    if not len(strong):
-        return
-    order = np.lexsort((strong.prompt_id, strong.target, strong.source))
-    strong = strong.take(order)
-    new = np.ones(len(strong), dtype=bool)
-    new[1:] = (strong.source[1:] != strong.source[:-1]) | (strong.target[1:] != strong.target[:-1])
-    starts = np.flatnonzero(new).tolist()
-    bounds = list(zip(starts, [*starts[1:], len(strong)], strict=True))
-    keys = [(int(strong.source[a]), int(strong.target[a])) for a, _ in bounds]
-    existing = _postings_of(connection, keys)
-    marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-    if existing:
-        connection.exec_driver_sql(
-            f"DELETE FROM edge_postings WHERE source_id = {marker} AND target_id = {marker}",
-            list(existing),
-        )
-    rows = []
-    for key, (a, b) in zip(keys, bounds, strict=True):
-        added = PairEntries(
-            strong.prompt_id[a:b],
-            strong.value[a:b],
-            strong.source_position[a:b],
-            strong.target_position[a:b],
-        )
-        old = existing.get(key)
-        blobs = (added if old is None else PairEntries.concat([old, added])).packed()
-        rows.append((*key, blobs["prompt_ids"], blobs["edge_values"], blobs["positions"]))
-    connection.exec_driver_sql(
-        "INSERT INTO edge_postings (source_id, target_id, prompt_ids, edge_values, positions) "
-        f"VALUES ({', '.join([marker] * 5)})",
-        rows,
-    )
-
-
-def _postings_of(
+def postings_of(
     connection: Connection, keys: list[tuple[int, int]]
 ) -> dict[tuple[int, int], PairEntries]:
     """The stored postings of these pairs (read by source component, a block at a time)."""
@@ -144,10 +97,9 @@ def _postings_of(
     sources = sorted({source for source, _ in keys})
     found: dict[tuple[int, int], PairEntries] = {}
     for first in range(0, len(sources), _SOURCES_PER_STATEMENT):
-        listed = ",".join(str(source) for source in sources[first : first + _SOURCES_PER_STATEMENT])
+        block = sources[first : first + _SOURCES_PER_STATEMENT]
         for source, target, *blobs in connection.exec_driver_sql(
-            "SELECT source_id, target_id, prompt_ids, edge_values, positions FROM edge_postings "
-            f"WHERE source_id IN ({listed})"
+            index_queries.edge_postings_from(block)
         ):
             if (source, target) in wanted:
                 found[(source, target)] = PairEntries.unpacked(*(bytes(b) for b in blobs))
@@ -158,12 +110,7 @@ def all_entries(
     connection: Connection, pending: StrongEntries
 ) -> Iterator[tuple[int, int, PairEntries]]:
     """Every pair's entries, packed and pending (for checks and benchmarks)."""
-    packed = {
-        (int(s), int(t))
-        for s, t in connection.execute(
-            select(postings_table.c.source_id, postings_table.c.target_id)
-        )
-    }
+    packed = {(int(s), int(t)) for s, t in connection.execute(index_queries.edge_posting_pairs())}
     pairs = packed | set(zip(pending.source.tolist(), pending.target.tolist(), strict=True))
     for source, target in sorted(pairs):
         yield source, target, read_pair(connection, source, target, pending)

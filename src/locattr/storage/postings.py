@@ -5,7 +5,7 @@ firing in half of 20,000 prompts is tens of milliseconds per search. Intersectin
 sorted arrays with numpy costs a few. Postings are rebuilt in one pass after a build
 (`LocalAttrDB.build_postings`, which `locattr-generate` and `locattr merge` call); index rows
 written afterwards (prompt ids above the postings' watermark) are read from the index itself,
-so searches are always complete.
+so searches are always complete. This module reads them; `postings_build` writes them.
 
 Per component (`component_postings`): ascending prompt ids with the max CI and the CI sum in
 each, for search. Per prompt (`prompt_postings`): the components firing in it, for co-firing,
@@ -22,23 +22,12 @@ import numpy as np
 import orjson
 import zstandard
 from numpy.typing import NDArray
-from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy import Connection
 
-from locattr.storage import corpus_deltas, queries
-from locattr.storage.models import cofiring_counts_table as cc
-from locattr.storage.models import component_activations_table as ca
-from locattr.storage.models import component_postings_table as cp
-from locattr.storage.models import components_table
-from locattr.storage.models import prompt_postings_table as pp
+from locattr.storage import index_queries, queries
 
 _FETCH_ROWS = 100_000
-_COMPONENTS_PER_BLOCK = 2048
-_PROMPTS_PER_BLOCK = 512
 _COUNT_CHUNK = 1 << 18
-FREQUENT_SHARE = 0.05
-FREQUENT_MIN_PROMPTS = 1000
-"""Components firing in at least this share of the prompts, and in this many, get their
-co-firing counts stored: counting theirs at request time reads the most (tens of ms)."""
 """Ids counted per `np.bincount` call: a chunk's intp copy stays in cache (2x faster at 10M)."""
 
 
@@ -68,111 +57,15 @@ class Posting:
 _EMPTY = Posting(np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
 
 
-def build_postings(connection: Connection) -> int:
-    """Rebuild every component's and every prompt's posting from the index; returns the
-    watermark prompt id.
-
-    Call inside a write transaction (so no prompt commits meanwhile). Reads the index twice: a
-    block of components at a time in primary-key order, then a block of prompts at a time
-    through the prompt index.
-    """
-    through = int(
-        connection.execute(select(func.coalesce(func.max(ca.c.prompt_id), 0))).scalar_one()
-    )
-    connection.execute(delete(cp))
-    n_components = (
-        int(
-            connection.execute(
-                select(func.coalesce(func.max(components_table.c.id), -1))
-            ).scalar_one()
-        )
-        + 1
-    )
-    for first in range(0, n_components, _COMPONENTS_PER_BLOCK):
-        rows = _fetch_index_rows(
-            connection,
-            f"component_id >= {first} AND component_id < {first + _COMPONENTS_PER_BLOCK} "
-            f"AND prompt_id <= {through}",
-        )
-        entries = [
-            {
-                "component_id": component_id,
-                "through_prompt_id": through,
-                "prompt_ids": posting.prompt_ids.astype("<i4").tobytes(),
-                "max_ci": posting.max_ci.astype("<f4").tobytes(),
-                "ci_sum": posting.ci_sum.astype("<f4").tobytes(),
-            }
-            for component_id, posting in _split_by_component(rows)
-        ]
-        if entries:
-            connection.execute(insert(cp), entries)
-    _build_prompt_postings(connection, through)
-    _build_cofiring_counts(connection, through)
-    corpus_deltas.fold(connection)
-    return through
-
-
-def _build_prompt_postings(connection: Connection, through: int) -> None:
-    connection.execute(delete(pp))
-    for first in range(0, through, _PROMPTS_PER_BLOCK):
-        last = min(first + _PROMPTS_PER_BLOCK, through)
-        rows = _fetch_ints(
-            connection,
-            "SELECT prompt_id, component_id FROM component_activations "
-            f"WHERE prompt_id > {first} AND prompt_id <= {last} ORDER BY prompt_id, component_id",
-            columns=2,
-        )
-        if not len(rows):
-            continue
-        starts = np.flatnonzero(np.diff(rows[:, 0], prepend=-1) != 0)
-        ends = [*starts[1:].tolist(), len(rows)]
-        connection.execute(
-            insert(pp),
-            [
-                {
-                    "prompt_id": int(rows[begin, 0]),
-                    "component_ids": rows[begin:end, 1].astype("<i4").tobytes(),
-                }
-                for begin, end in zip(starts.tolist(), ends, strict=True)
-            ],
-        )
-
-
-def _build_cofiring_counts(connection: Connection, through: int) -> None:
-    """Store the co-firing counts of the components whose counting would read the most."""
-    connection.execute(delete(cc))
-    counts = read_prompt_counts(connection)
-    frequent = np.flatnonzero(
-        counts.by_component >= max(FREQUENT_MIN_PROMPTS, FREQUENT_SHARE * counts.n_prompts)
-    )
-    compressor = zstandard.ZstdCompressor(level=3)
-    for component_id in frequent.tolist():
-        together = _count_together(connection, component_id, counts)
-        connection.execute(
-            insert(cc),
-            [
-                {
-                    "component_id": component_id,
-                    "through_prompt_id": through,
-                    "counts": compressor.compress(together.astype("<i4").tobytes()),
-                }
-            ],
-        )
-
-
-def _fetch_index_rows(connection: Connection, condition: str) -> NDArray[np.float64]:
-    """(component_id, prompt_id, max_ci, ci_sum) rows matching `condition`, in primary-key
-    order.
+def fetch_index_rows(connection: Connection, sql: str) -> NDArray[np.float64]:
+    """The (component_id, prompt_id, max_ci, ci_sum) rows of `sql` (an `index_queries`
+    statement of index rows) as an array.
 
     Goes through the DBAPI cursor: building numpy arrays from SQLAlchemy rows costs ~20x more.
-    `condition` is built from integers only.
     """
     cursor = connection.connection.cursor()
     try:
-        cursor.execute(
-            "SELECT component_id, prompt_id, max_ci, ci_sum FROM component_activations "
-            f"WHERE {condition} ORDER BY component_id, prompt_id"
-        )
+        cursor.execute(sql)
         blocks = []
         while batch := cursor.fetchmany(_FETCH_ROWS):
             blocks.append(np.array(batch, dtype=np.float64))
@@ -181,8 +74,9 @@ def _fetch_index_rows(connection: Connection, condition: str) -> NDArray[np.floa
     return np.concatenate(blocks) if blocks else np.zeros((0, 4))
 
 
-def _fetch_ints(connection: Connection, sql: str, *, columns: int) -> NDArray[np.int64]:
-    """The integer rows of `sql` (built from integers only) as an array, through the DBAPI."""
+def fetch_ints(connection: Connection, sql: str, *, columns: int) -> NDArray[np.int64]:
+    """The integer rows of `sql` (an `index_queries` statement) as an array, through the
+    DBAPI."""
     cursor = connection.connection.cursor()
     try:
         cursor.execute(sql)
@@ -203,7 +97,8 @@ def _fetch_all(connection: Connection, sql: str) -> list[tuple[Any, ...]]:
         cursor.close()
 
 
-def _split_by_component(rows: NDArray[np.float64]) -> Iterator[tuple[int, Posting]]:
+def split_by_component(rows: NDArray[np.float64]) -> Iterator[tuple[int, Posting]]:
+    """(component id, posting) of each component in `fetch_index_rows`' rows (in key order)."""
     if not len(rows):
         return
     starts = np.flatnonzero(np.diff(rows[:, 0], prepend=-1.0) != 0)
@@ -216,12 +111,8 @@ def read_postings(connection: Connection, component_ids: Sequence[int]) -> dict[
     """Each component's complete posting: the packed part plus index rows added since."""
     if not component_ids:
         return {}
-    listed = ",".join(str(int(c)) for c in component_ids)
     # Plain SQL with the ids inline: SQLAlchemy's statement compilation cost more than the read.
-    stored = connection.exec_driver_sql(
-        "SELECT component_id, through_prompt_id, prompt_ids, max_ci, ci_sum "
-        f"FROM component_postings WHERE component_id IN ({listed})"
-    ).all()
+    stored = connection.exec_driver_sql(index_queries.component_postings(component_ids)).all()
     n_asked = len(set(component_ids))
     through = min((row[1] for row in stored), default=0) if len(stored) == n_asked else 0
     packed = {
@@ -233,8 +124,8 @@ def read_postings(connection: Connection, component_ids: Sequence[int]) -> dict[
         for component_id, watermark, ids, max_ci, ci_sum in stored
         if watermark == through
     }
-    tail = _fetch_index_rows(connection, f"component_id IN ({listed}) AND prompt_id > {through}")
-    recent = dict(_split_by_component(tail))
+    tail = fetch_index_rows(connection, index_queries.index_rows_after(component_ids, through))
+    recent = dict(split_by_component(tail))
     return {c: _concat(packed.get(c, _EMPTY), recent.get(c, _EMPTY)) for c in component_ids}
 
 
@@ -351,11 +242,9 @@ def cofiring_counts(
     counts stored by `build_postings` (`cofiring_counts`); only prompts added since are read.
     """
     size = len(counts.by_component)
-    stored = connection.execute(
-        select(cc.c.through_prompt_id, cc.c.counts).where(cc.c.component_id == component_id)
-    ).first()
+    stored = connection.execute(index_queries.stored_cofiring_counts(component_id)).first()
     if stored is None:
-        return _count_together(connection, component_id, counts)
+        return count_together(connection, component_id, counts)
     together = np.zeros(size, np.int64)
     known = np.frombuffer(zstandard.ZstdDecompressor().decompress(stored[1]), "<i4")[:size]
     together[: len(known)] = known
@@ -365,9 +254,11 @@ def cofiring_counts(
     return together
 
 
-def _count_together(
+def count_together(
     connection: Connection, component_id: int, counts: PromptCounts
 ) -> NDArray[np.int64]:
+    """By component id, the prompts where it fires together with `component_id` (0 for
+    itself), counted from the index (no stored counts)."""
     size = len(counts.by_component)
     mine = read_postings(connection, [component_id])[component_id].prompt_ids
     if 2 * len(mine) <= counts.n_prompts:
@@ -382,21 +273,12 @@ def _components_in(connection: Connection, prompt_ids: NDArray[np.int64]) -> NDA
     """The ids of the components firing in each of the prompts, concatenated."""
     if not len(prompt_ids):
         return np.zeros(0, np.int32)
-    listed = ",".join(map(str, prompt_ids.tolist()))
-    rows = _fetch_all(
-        connection,
-        f"SELECT prompt_id, component_ids FROM prompt_postings WHERE prompt_id IN ({listed})",
-    )
+    rows = _fetch_all(connection, index_queries.prompt_postings(prompt_ids))
     missing = np.setdiff1d(prompt_ids, np.array([row[0] for row in rows], dtype=np.int64))
     packed = np.frombuffer(b"".join(row[1] for row in rows), dtype="<i4")
     if not len(missing):
         return packed
-    recent = _fetch_ints(
-        connection,
-        "SELECT component_id FROM component_activations WHERE prompt_id IN "
-        f"({','.join(map(str, missing.tolist()))})",
-        columns=1,
-    )
+    recent = fetch_ints(connection, index_queries.components_in_index(missing), columns=1)
     return np.concatenate([packed, recent[:, 0].astype(np.int32)])
 
 
@@ -406,21 +288,11 @@ def _components_outside(connection: Connection, prompt_ids: NDArray[np.int64]) -
     Every prompt up to the packed watermark that has index rows has a packed row (they are
     built in one transaction), so later prompts are the only ones read from the index.
     """
-    listed = ",".join(map(str, prompt_ids.tolist())) or "-1"
-    watermark = int(
-        connection.execute(select(func.coalesce(func.max(pp.c.prompt_id), 0))).scalar_one()
-    )
-    rows = _fetch_all(
-        connection,
-        f"SELECT component_ids FROM prompt_postings WHERE prompt_id NOT IN ({listed})",
-    )
+    watermark = int(connection.execute(index_queries.prompt_postings_watermark()).scalar_one())
+    packed_sql, recent_sql = index_queries.components_outside(prompt_ids, watermark)
+    rows = _fetch_all(connection, packed_sql)
     packed = np.frombuffer(b"".join(row[0] for row in rows), dtype="<i4")
-    recent = _fetch_ints(
-        connection,
-        "SELECT component_id FROM component_activations "
-        f"WHERE prompt_id > {watermark} AND prompt_id NOT IN ({listed})",
-        columns=1,
-    )
+    recent = fetch_ints(connection, recent_sql, columns=1)
     return np.concatenate([packed, recent[:, 0].astype(np.int32)])
 
 

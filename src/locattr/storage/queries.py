@@ -1,4 +1,6 @@
-"""Every read statement, as SQLAlchemy Core selects usable from sync and async connections.
+"""Every read statement, as SQLAlchemy Core selects usable from sync and async connections, or
+as SQL text for the driver where compiling a select costs more than running it (those of the
+packed index tables are in `index_queries`); and the page cursors.
 
 Each public function builds a statement; `LocalAttrDB` (sync) and the API (async) execute them.
 A request is answered with one or two statements, never one per row.
@@ -515,9 +517,27 @@ def prompt_count() -> AnySelect:
     return select(func.count()).select_from(prompts_table)
 
 
+def prompts_without_graph_count() -> AnySelect:
+    """How many prompts were stored without their graph (``--no-graphs``)."""
+    return select(func.count()).select_from(prompts_table).where(prompts_table.c.graph.is_(None))
+
+
+def prompt_graphs_after(after_id: int, limit: int) -> AnySelect:
+    """(id, graph blob) of a page of prompts in id order."""
+    p = prompts_table.c
+    return select(p.id, p.graph).where(p.id > after_id).order_by(p.id).limit(limit)
+
+
 VOCABULARY_KEY = "vocabulary"
 """Meta key of the tokenizer's vocabulary (a JSON list, token id -> text): labels for output
 nodes. Kept out of `meta_items` (it is data, not provenance, and can be megabytes)."""
+
+
+CORPUS_TABLES_STALE_KEY = "corpus_tables_stale"
+"""Meta key present (with the reason) while the corpus attributions and edge index miss some
+stored prompts; `locattr db aggregate` rebuilds them and removes it."""
+EDGE_INDEX_MIN_ABS_KEY = "edge_index_min_abs"
+"""Meta key of the edge index's floor (|value| of the weakest indexed edge)."""
 
 
 def meta_items() -> AnySelect:
@@ -557,6 +577,12 @@ def activation_context(component_id: int) -> AnySelect:
         )
         .where(contexts.c.component_id == component_id)
     )
+
+
+def used_context_dictionary_ids() -> AnySelect:
+    """(dictionary_id) of every stored activation context compressed with a dictionary."""
+    contexts = activation_contexts_table.c
+    return select(contexts.dictionary_id).where(contexts.dictionary_id.is_not(None))
 
 
 def context_dictionaries(dictionary_ids: Sequence[int]) -> AnySelect:

@@ -27,10 +27,12 @@ from locattr.storage.records import (
     ComponentSummary,
     GraphComponentStats,
     LayerSlot,
+    Page,
     PromptInfo,
     SearchHit,
     SearchPage,
     first_examples,
+    paginate,
     preview_of,
 )
 
@@ -113,9 +115,13 @@ def get_prompts(connection: Connection, prompt_ids: Sequence[int]) -> list[Promp
     return [prompt_info(by_id[i]) for i in prompt_ids if i in by_id]
 
 
-def list_prompts(connection: Connection, *, after_id: int, limit: int) -> list[PromptInfo]:
-    rows = connection.execute(queries.prompts_after(after_id, limit)).all()
-    return [prompt_info(row) for row in rows]
+def list_prompts(
+    connection: Connection, *, limit: int, cursor: str | None = None, after_id: int = 0
+) -> Page[PromptInfo]:
+    """A page of prompts in id order: after the `cursor`'s, or without one after `after_id`."""
+    after = queries.decode_id_cursor(cursor) if cursor else after_id
+    rows = connection.execute(queries.prompts_after(after, limit + 1)).all()
+    return paginate(rows, limit, lambda row: queries.encode_id_cursor(row[0])).map(prompt_info)
 
 
 def get_graph_blob(connection: Connection, prompt_id: int) -> bytes | None:
@@ -192,7 +198,7 @@ def search(
     unknown = [str(k) for k in parsed if ids[k] is None]
     if not key_of or (require_all and unknown):
         unknown += [str(k) for k in excluded if ids[k] is None]
-        return SearchPage(hits=[], total=0, next_cursor=None, unknown_keys=unknown, rank=rank)
+        return SearchPage(items=[], next_cursor=None, total=0, unknown_keys=unknown, rank=rank)
     excluded_ids = tuple(i for i in (ids[k] for k in excluded) if i is not None)
     unknown += [str(k) for k in excluded if ids[k] is None]
     spec = queries.MatchSpec(
@@ -208,10 +214,10 @@ def search(
     else:
         found = postings.read_postings(connection, (*spec.component_ids, *excluded_ids))
         rows, total = postings.rank(found, spec, scoring, limit=limit, after=after)
-    page = rows[:limit]
+    page = paginate(rows, limit, lambda row: queries.SearchCursor(row[1], row[0]).encode(rank))
     details = (
-        connection.exec_driver_sql(queries.page_matches(spec, [row[0] for row in page])).all()
-        if page
+        connection.exec_driver_sql(queries.page_matches(spec, [row[0] for row in page.items])).all()
+        if page.items
         else []
     )
     matches, tokens = _page_details(details, key_of)
@@ -223,15 +229,12 @@ def search(
             preview=preview_of(tokens[prompt_id]),
             tokens=tokens[prompt_id],
         )
-        for prompt_id, score in page
+        for prompt_id, score in page.items
     ]
-    next_cursor = (
-        queries.SearchCursor(page[-1][1], page[-1][0]).encode(rank) if len(rows) > limit else None
-    )
     return SearchPage(
-        hits=hits,
+        items=hits,
+        next_cursor=page.next_cursor,
         total=total,
-        next_cursor=next_cursor,
         unknown_keys=unknown,
         rank=rank,
         idf={key_of[c]: v for c, v in idf.items()},
@@ -486,7 +489,7 @@ def list_components(
     limit: int,
     cursor: str | None = None,
     sort: queries.ComponentSort = "prompt_count",
-) -> tuple[list[ComponentSummary], str | None]:
+) -> Page[ComponentSummary]:
     """A page of the components that fire in stored prompts, largest `sort` value first."""
     queries.check_limit(limit)
     tag = queries.COMPONENT_SORT_TAGS[sort]
@@ -500,26 +503,27 @@ def list_components(
     if layer is not None:
         slot = layers.slots(connection, refresh=True).get(layer)
         if slot is None:
-            return [], None
+            return Page([], None)
         layer_id = slot.id
     rows = connection.execute(
         queries.component_summaries(layer_id=layer_id, limit=limit + 1, after=after, sort=sort)
     ).all()
-    page = [
-        ComponentSummary(
-            key=f"{name}:{index}",
-            layer=name,
-            index=index,
-            prompt_count=count,
-            mean_max_ci=total / count if count else 0.0,
-            max_max_ci=maximum,
-            mean_ci=mean_ci,
-        )
-        for _, name, index, count, total, maximum, mean_ci, _ in rows[:limit]
-    ]
-    last = rows[limit - 1] if len(rows) > limit else None
-    next_cursor = queries.encode_cursor(tag, last[-1], last[0]) if last is not None else None
-    return page, next_cursor
+    page = paginate(rows, limit, lambda row: queries.encode_cursor(tag, row[-1], row[0]))
+    return page.map(_component_summary)
+
+
+def _component_summary(row: Sequence[Any]) -> ComponentSummary:
+    """`ComponentSummary` from a row of `queries.component_summaries`."""
+    _, name, index, count, total, maximum, mean_ci, _ = row
+    return ComponentSummary(
+        key=f"{name}:{index}",
+        layer=name,
+        index=index,
+        prompt_count=count,
+        mean_max_ci=total / count if count else 0.0,
+        max_max_ci=maximum,
+        mean_ci=mean_ci,
+    )
 
 
 def count_components(connection: Connection, layers: LayerCache, *, layer: str | None) -> int:
@@ -566,26 +570,22 @@ def activation_contexts(connection: Connection) -> dict[str, dict[str, Any]]:
 
 def activation_context_page(
     connection: Connection, layers: LayerCache, *, layer: str | None, limit: int, cursor: str | None
-) -> tuple[dict[str, dict[str, Any]], str | None]:
-    """A page of activation contexts in component order, and the cursor of the next page."""
+) -> Page[tuple[str, dict[str, Any]]]:
+    """A page of (component key, activation context) in component order."""
     after = queries.decode_id_cursor(cursor) if cursor else -1
     layer_id = None
     if layer is not None:
         slot = layers.slots(connection, refresh=True).get(layer)
         if slot is None:
-            return {}, None
+            return Page([], None)
         layer_id = slot.id
     statement = queries.activation_contexts(
         after_id=after, limit=queries.check_limit(limit) + 1, layer_id=layer_id
     )
     rows = connection.execute(statement).all()
-    decoder = context_decoder(connection, [row[4] for row in rows[:limit]])
-    page = {
-        f"{layer_name}:{index}": decoder.decode(data, dictionary_id)
-        for _, layer_name, index, data, dictionary_id in rows[:limit]
-    }
-    next_cursor = queries.encode_id_cursor(rows[limit - 1][0]) if len(rows) > limit else None
-    return page, next_cursor
+    page = paginate(rows, limit, lambda row: queries.encode_id_cursor(row[0]))
+    decoder = context_decoder(connection, [row[4] for row in page.items])
+    return page.map(lambda row: (f"{row[1]}:{row[2]}", decoder.decode(row[3], row[4])))
 
 
 def context_decoder(connection: Connection, dictionary_ids: Iterable[int | None]) -> ContextDecoder:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -13,6 +13,8 @@ from locattr.graph import Graph
 from locattr.seed_pairs import seed_pairs_json
 
 JsonValue = object
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 def identity_for_tokens(token_ids: Sequence[int]) -> str:
@@ -89,6 +91,28 @@ def preview_of(tokens: Sequence[str], width: int = 80) -> str:
 
 
 @dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a keyset-paginated list: its items, in the list's order, and the cursor to
+    pass back for the next page (None on the last page)."""
+
+    items: list[T]
+    next_cursor: str | None
+
+    def map(self, convert: Callable[[T], U]) -> Page[U]:
+        """The same page with each item converted (rows into records)."""
+        return Page([convert(item) for item in self.items], self.next_cursor)
+
+
+def paginate(rows: Sequence[T], limit: int, cursor_of: Callable[[T], str]) -> Page[T]:
+    """The page of the first `limit` of `rows`, which a read fetched as ``limit + 1`` rows:
+    the extra row, when there is one, says that another page follows, and the next cursor is
+    `cursor_of` the page's last item (None when no row follows)."""
+    assert len(rows) <= limit + 1, f"{len(rows)} rows for a page of {limit}: fetch limit + 1"
+    items = list(rows[:limit])
+    return Page(items, cursor_of(items[-1]) if len(rows) > limit else None)
+
+
+@dataclass(frozen=True)
 class ComponentStats:
     """How often a component fires across the stored prompts (CI >= the build threshold)."""
 
@@ -161,17 +185,16 @@ class SearchHit:
 
 
 @dataclass(frozen=True)
-class SearchPage(Sequence[int]):
-    """One page of a ranked search. Pass ``next_cursor`` back to get the next page.
+class SearchPage(Page[SearchHit], Sequence[int]):
+    """One page of a ranked search (its `items` are its `hits`). Pass ``next_cursor`` back to
+    get the next page.
 
     It is also the sequence of its prompt ids (``page[0]``, ``len(page)``, ``for id in
     page``), as the original system's search returned a list of ids.
     """
 
-    hits: list[SearchHit]
     total: int
     """Number of matching prompts over all pages."""
-    next_cursor: str | None
     unknown_keys: list[str]
     """Well-formed keys that name no component of this database (they match nothing; unknown
     excluded keys exclude nothing)."""
@@ -179,6 +202,10 @@ class SearchPage(Sequence[int]):
     """The ranking that scored the hits (`locattr.storage.queries.Rank`)."""
     idf: dict[str, float] = field(default_factory=dict)
     """Each known queried component's ``ln(1 + N / n)`` (its ``specificity`` weight)."""
+
+    @property
+    def hits(self) -> list[SearchHit]:
+        return self.items
 
     @property
     def prompt_ids(self) -> list[int]:
@@ -276,13 +303,15 @@ class EdgeHit:
 
 
 @dataclass(frozen=True)
-class EdgeSearchPage:
+class EdgeSearchPage(Page[EdgeHit]):
     """Prompts where component `source` drives `target` with |value| >= `min_abs`, strongest
-    first (ties by prompt id)."""
+    first (ties by prompt id); its `items` are its `hits`."""
 
     source: str
     target: str
     min_abs: float
-    hits: list[EdgeHit]
     total: int
-    next_cursor: str | None
+
+    @property
+    def hits(self) -> list[EdgeHit]:
+        return self.items

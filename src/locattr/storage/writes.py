@@ -1,4 +1,6 @@
-"""Every write statement. Callers hold one write transaction (see `write_transaction`).
+"""Every write statement of the prompts, the layers and components, the inverted index, meta
+and activation contexts (those of the packed index tables are in `postings_build`). Callers
+hold one write transaction (see `write_transaction`).
 
 A prompt, its graph blob, its index rows and the component counters it bumps are written in
 the same transaction, so a reader sees all of a prompt or none of it, and a crashed writer
@@ -14,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 from numpy.typing import NDArray
-from sqlalchemy import Connection, Engine, bindparam, case, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, bindparam, case, insert, text, update
 
-from locattr.storage import corpus_deltas, reads
+from locattr.storage import postings_build, queries, reads
 from locattr.storage.codec import ValueEncoding, encode_graph, stored_edge_values
 from locattr.storage.context_blobs import encode_contexts
 from locattr.storage.edge_rows import EdgeRows, edge_rows
@@ -31,6 +33,8 @@ from locattr.storage.models import (
     meta_table,
     prompts_table,
 )
+from locattr.storage.queries import CORPUS_TABLES_STALE_KEY as CORPUS_TABLES_STALE_KEY
+from locattr.storage.queries import EDGE_INDEX_MIN_ABS_KEY as EDGE_INDEX_MIN_ABS_KEY
 from locattr.storage.records import LayerSlot, PromptRecord
 
 _PG_WRITER_LOCK = 0x10CA77  # one writer at a time on PostgreSQL too, as SQLite's BEGIN IMMEDIATE
@@ -161,14 +165,8 @@ def layer_first(layers: Sequence[str], slots: Mapping[str, LayerSlot]) -> NDArra
 
 def insert_prompts(connection: Connection, prompts: Sequence[PreparedPrompt]) -> list[int | None]:
     """Insert prompts whose identity is new; returns each one's new id, or None if present."""
-    identities = [p.row["identity"] for p in prompts]
-    present = set(
-        connection.execute(
-            select(prompts_table.c.identity).where(prompts_table.c.identity.in_(identities))
-        )
-        .scalars()
-        .all()
-    )
+    identities = [str(p.row["identity"]) for p in prompts]
+    present = set(connection.execute(queries.stored_identities(identities)).scalars().all())
     fresh: dict[object, PreparedPrompt] = {}
     for prompt in prompts:
         if prompt.row["identity"] not in present:
@@ -230,14 +228,7 @@ def _insert_edge_rows(
     known = [(prompt_id, p.edges) for prompt_id, p in prompts if p.edges is not None]
     if len(known) < len(prompts):
         mark_corpus_tables_stale(connection, "it holds prompts merged without their graphs")
-    corpus_deltas.write_delta(connection, known)
-
-
-CORPUS_TABLES_STALE_KEY = "corpus_tables_stale"
-"""Meta key present (with the reason) while the corpus attributions and edge index miss some
-stored prompts; `locattr db aggregate` rebuilds them and removes it."""
-
-EDGE_INDEX_MIN_ABS_KEY = "edge_index_min_abs"
+    postings_build.write_delta(connection, known)
 
 
 def mark_corpus_tables_stale(connection: Connection, reason: str) -> None:
@@ -278,11 +269,16 @@ def set_meta(connection: Connection, values: Mapping[str, object]) -> None:
     """Insert or replace meta keys (values are stored as JSON)."""
     if not values:
         return
-    connection.execute(meta_table.delete().where(meta_table.c.key.in_(list(values))))
+    delete_meta(connection, list(values))
     connection.execute(
         insert(meta_table),
         [{"key": k, "value": orjson.dumps(v).decode()} for k, v in values.items()],
     )
+
+
+def delete_meta(connection: Connection, keys: Sequence[str]) -> None:
+    """Remove these meta keys (those absent are ignored)."""
+    connection.execute(meta_table.delete().where(meta_table.c.key.in_(keys)))
 
 
 def set_activation_contexts(
@@ -315,9 +311,7 @@ def set_activation_contexts(
                 for i, blob in zip(ids, encoded.blobs, strict=True)
             ],
         )
-    used = select(activation_contexts_table.c.dictionary_id).where(
-        activation_contexts_table.c.dictionary_id.is_not(None)
-    )
+    used = queries.used_context_dictionary_ids()
     connection.execute(
         context_dictionaries_table.delete().where(context_dictionaries_table.c.id.not_in(used))
     )
@@ -328,10 +322,6 @@ def set_activation_contexts(
             .values(mean_ci=bindparam("m")),
             [{"cid": i, "m": float(m)} for i, m in mean_ci.items()],
         )
-
-
-def count_prompts(connection: Connection) -> int:
-    return int(connection.execute(select(func.count()).select_from(prompts_table)).scalar_one())
 
 
 def _chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:

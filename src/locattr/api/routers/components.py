@@ -9,9 +9,14 @@ from fastapi import APIRouter, Query
 from sqlalchemy import Connection
 
 from locattr.api import schemas
-from locattr.api.deps import ComponentCursorParam, DatabaseDep, IdCursorParam, KeyParam
+from locattr.api.deps import (
+    ComponentCursorParam,
+    DatabaseDep,
+    IdCursorParam,
+    KeyParam,
+    LimitParam,
+)
 from locattr.api.errors import ERROR_RESPONSES, NotFoundError
-from locattr.api.routers.prompts import LimitParam
 from locattr.api.settings import MAX_KEY_LIST_CHARS
 from locattr.storage import ComponentStats, corpus, reads
 from locattr.storage.keys import key_list_pattern
@@ -46,13 +51,15 @@ async def list_components(
     order)."""
 
     def read(sync_connection: Connection) -> schemas.ComponentList:
-        rows, next_cursor = reads.list_components(
+        page = reads.list_components(
             sync_connection, database.layers, layer=layer, limit=limit, cursor=cursor, sort=sort
         )
         return schemas.ComponentList(
-            items=[schemas.Component.model_validate(row, from_attributes=True) for row in rows],
+            items=[
+                schemas.Component.model_validate(item, from_attributes=True) for item in page.items
+            ],
             count=reads.count_components(sync_connection, database.layers, layer=layer),
-            next_cursor=next_cursor,
+            next_cursor=page.next_cursor,
         )
 
     return await database.run(read)
@@ -267,13 +274,13 @@ async def list_activation_contexts(
     """Activation contexts in component order, a page at a time."""
 
     def read(sync_connection: Connection) -> schemas.ActivationContextPage:
-        page, next_cursor = reads.activation_context_page(
+        page = reads.activation_context_page(
             sync_connection, database.layers, layer=layer, limit=limit, cursor=cursor
         )
         return schemas.ActivationContextPage(
-            items=[schemas.ActivationContextItem(key=k, context=v) for k, v in page.items()],
+            items=[schemas.ActivationContextItem(key=k, context=v) for k, v in page.items],
             count=reads.count_activation_contexts(sync_connection, database.layers, layer=layer),
-            next_cursor=next_cursor,
+            next_cursor=page.next_cursor,
         )
 
     return await database.run(read)

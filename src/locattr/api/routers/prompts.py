@@ -9,17 +9,16 @@ from fastapi import APIRouter, Path, Query, Response
 from sqlalchemy import Connection
 
 from locattr.api import schemas
-from locattr.api.deps import DatabaseDep, IdCursorParam
+from locattr.api.deps import DatabaseDep, IdCursorParam, LimitParam
 from locattr.api.errors import ERROR_RESPONSES, NotFoundError
 from locattr.api.settings import MAX_QUERY_CHARS
 from locattr.graph import OUTPUT_LAYER, Graph
 from locattr.pruning import Normalize, PrunedGraph, prune_graph
-from locattr.storage import decode_graph, queries, reads
+from locattr.storage import decode_graph, reads
 from locattr.storage.records import GraphComponentStats, PromptInfo
 
 router = APIRouter(prefix="/api", tags=["prompts"], responses=ERROR_RESPONSES)
 
-LimitParam = Annotated[int, Query(ge=1, le=queries.MAX_PAGE_SIZE, description="Page size.")]
 MAX_TOP_K = 100_000
 
 
@@ -45,14 +44,15 @@ async def list_prompts(
     ] = None,
 ) -> schemas.PromptPage:
     """Prompts in id order, a page at a time (from the first, or from `start`)."""
-    after = queries.decode_id_cursor(cursor) if cursor or start is None else start - 1
 
     def read(sync_connection: Connection) -> schemas.PromptPage:
-        page = reads.list_prompts(sync_connection, after_id=after, limit=limit + 1)
+        page = reads.list_prompts(
+            sync_connection, limit=limit, cursor=cursor, after_id=start - 1 if start else 0
+        )
         return schemas.PromptPage(
-            items=[summary(info) for info in page[:limit]],
+            items=[summary(info) for info in page.items],
             count=reads.prompt_count(sync_connection),
-            next_cursor=queries.encode_id_cursor(page[limit - 1].id) if len(page) > limit else None,
+            next_cursor=page.next_cursor,
         )
 
     return await database.run(read)

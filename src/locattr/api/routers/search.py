@@ -10,9 +10,8 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy import Connection
 
 from locattr.api import schemas
-from locattr.api.deps import DatabaseDep, EdgeCursorParam, SearchCursorParam
+from locattr.api.deps import DatabaseDep, EdgeCursorParam, LimitParam, SearchCursorParam
 from locattr.api.errors import ERROR_RESPONSES
-from locattr.api.routers.prompts import LimitParam
 from locattr.api.settings import MAX_QUERY_CHARS
 from locattr.storage import SearchPage, corpus, reads
 from locattr.storage.edge_rows import EDGE_INDEX_MIN_ABS
