@@ -4,10 +4,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 
 from locattr import LocalAttrDB
-from locattr.storage import postings_build, queries
+from locattr.storage import postings, postings_build, queries
 from locattr.storage.keys import ComponentKey
 from locattr.storage.reads import LayerCache
 from tests.graphs import LAYERS, random_record
@@ -145,3 +147,35 @@ def test_cofiring_counts_match_sql(
         assert found.n_partners == len(expected[component.key])
         counts = [p.count for p in found.partners]
         assert counts == sorted(counts, reverse=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.integers(1, 300), max_size=200).map(lambda ids: sorted(set(ids))),
+        min_size=1,
+        max_size=4,
+    ),
+    st.sampled_from(["specificity", "max_ci"]),
+)
+def test_counting_and_binary_search_intersect_alike(
+    id_lists: list[list[int]], rank: queries.Rank
+) -> None:
+    """Both ways of intersecting postings (chosen by how much of the id range the shortest
+    covers) find the same prompts with bit-identical scores."""
+    rng = np.random.default_rng(len(id_lists))
+    lists = [
+        postings.Posting(
+            np.array(ids, np.int64),
+            rng.random(len(ids)).astype(np.float32).astype(np.float64),
+            (rng.random(len(ids)) * 5).astype(np.float32).astype(np.float64),
+        )
+        for ids in id_lists
+    ]
+    weights = list(rng.random(len(lists)) * 3)
+    top = max((ids[-1] for ids in id_lists if ids), default=0)
+    expected = set(id_lists[0]).intersection(*id_lists[1:])
+    found, scores = postings._intersect_by_search(lists, weights, rank)
+    counted, counted_scores = postings._intersect_by_counting(lists, weights, rank, top)
+    assert found.tolist() == counted.tolist() == sorted(expected)
+    assert scores.tobytes() == counted_scores.tobytes()
