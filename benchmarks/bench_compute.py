@@ -3,6 +3,8 @@
 Run as `python -m benchmarks.bench_compute [--quick]`. Prints a table and `FIGURE` lines:
 `compute_speedup` (seconds per prompt, reference / fast path in generate's batches of 4, same
 run and device, identical edges; the one-prompt-per-call ratio is printed beside it),
+`compute_speedup_spd_app` (the same for `mode="spd_app"` with `wte` and `output` nodes, against
+its own per-unit reference),
 `compute_cpu_prompts_per_s`, `compute_cpu_peak_mb` and `compute_backward_share` (the fraction of
 fast-path time inside the batched backward passes, from the seeded targets to the alive source
 components' activations: autograd to the sources' outputs, then the product with their output
@@ -34,10 +36,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.compute.reference import reference_graph  # noqa: E402
+from tests.compute.reference import reference_graph, reference_spd_app_graph  # noqa: E402
 from tests.compute.spd_runs import RunSpec, write_run  # noqa: E402
 
-from locattr.compute import LoadedRun, attributions, compute_graph, compute_graphs, load_run  # noqa: E402
+from locattr.compute import LoadedRun, compute_graph, compute_graphs, load_run  # noqa: E402
+from locattr.compute.attribution import edges  # noqa: E402
+from locattr.compute.component_model import CACHE_INPUTS  # noqa: E402
+from locattr.demo import demo_prompts, demo_run_path  # noqa: E402
 from locattr.graph import Graph  # noqa: E402
 from locattr.memory import keep_freed_memory  # noqa: E402
 
@@ -99,7 +104,7 @@ def alive_shifts(run: LoadedRun, shape: Shape) -> dict[str, float]:
     )
     shifts = {}
     with torch.no_grad():
-        inputs = model(tokens.to(model.device), cache_inputs=True).inputs
+        inputs = model(tokens.to(model.device), CACHE_INPUTS).inputs
         for path in model.module_paths:
             pre = model.ci_fn(path)(inputs[path])
             shifts[path] = float(torch.quantile(pre.flatten().float()[:1_000_000], 1 - shape.alive))
@@ -126,10 +131,11 @@ def timed(fn, repeat: int = 1) -> float:  # noqa: ANN001
 @contextmanager
 def backward_timer(device: str) -> Iterator[dict[str, float]]:
     """Seconds spent in the batched backward passes while the context is open: `autograd`
-    (`attributions.batched_grad`, to the sources' d-wide outputs) and `components` (their last
-    product, `attributions.component_grads`, to the alive components' activations)."""
+    (`batched_grad`, to the sources' d-wide outputs) and `components` (their last product,
+    `component_grads`, to the alive components' activations), as `attribution.edges` calls
+    them."""
     spent = {"autograd": 0.0, "components": 0.0}
-    originals = {"autograd": attributions.batched_grad, "components": attributions.component_grads}
+    originals = {"autograd": edges.batched_grad, "components": edges.component_grads}
 
     def timing(part: str) -> Callable[..., Any]:
         def timed(*args: Any) -> Any:
@@ -144,25 +150,25 @@ def backward_timer(device: str) -> Iterator[dict[str, float]]:
 
         return timed
 
-    attributions.batched_grad = timing("autograd")
-    attributions.component_grads = timing("components")
+    edges.batched_grad = timing("autograd")
+    edges.component_grads = timing("components")
     try:
         yield spent
     finally:
-        attributions.batched_grad = originals["autograd"]  # type: ignore[assignment]
-        attributions.component_grads = originals["components"]  # type: ignore[assignment]
+        edges.batched_grad = originals["autograd"]  # type: ignore[assignment]
+        edges.component_grads = originals["components"]  # type: ignore[assignment]
 
 
 def alive_fraction(run: LoadedRun, tokens: torch.Tensor) -> float:
     with torch.no_grad():
-        ci, _ = run.model.causal_importances(run.model(tokens, cache_inputs=True).inputs)
+        ci, _ = run.model.causal_importances(run.model(tokens, CACHE_INPUTS).inputs)
     return float(torch.cat([(v >= 1e-6).float().flatten() for v in ci.values()]).mean())
 
 
 def _sampled(graph: Graph, stride: int) -> Graph:
     """The graph with only the edges into target units the strided reference computed."""
     nodes = graph.node_arrays()
-    widths = {name: (REAL.vocab if name == "output" else SMALL.C) for name in graph.layers}
+    widths = {name: (SMALL.vocab if name == "output" else SMALL.C) for name in graph.layers}
     width = np.array([widths[name] for name in nodes["layer"]])
     keep_node = (nodes["pos"] * width + nodes["component"]) % stride == 0
     keep = keep_node[graph.edge_target]
@@ -212,6 +218,89 @@ def speedup(root: Path, stride: int) -> list[tuple[str, str]]:
         ("speedup with one prompt per call", f"{ref_s / fast_s:.1f}"),
         ("FIGURE compute_speedup", f"{ref_s / batched_s:.1f}"),
     ]
+
+
+def speedup_spd_app(root: Path, stride: int) -> list[tuple[str, str]]:
+    """`speedup` for the SPD app's graphs (`mode="spd_app"`, with `wte` and `output` nodes, as
+    the app draws them) against their per-unit reference, on the same shape."""
+    run = build_run(root, SMALL, "cpu")
+    tokens = prompts(SMALL, 4, seed=1)
+    ids = tokens[0].tolist()
+    options: dict[str, Any] = {"include_wte": True, "include_output": True}
+    compute_graph(run, ids, mode="spd_app", **options)
+    fast_s = timed(lambda: compute_graph(run, ids, mode="spd_app", **options), repeat=5)
+    batched_s = timed(
+        lambda: compute_graphs(run, tokens, mode="spd_app", **options), repeat=3
+    ) / len(tokens)
+    fast = compute_graph(run, ids, mode="spd_app", **options)
+    batched = compute_graphs(run, tokens, mode="spd_app", **options)[0]
+
+    def reference() -> Graph:
+        return reference_spd_app_graph(run, ids, target_stride=stride, **options)
+
+    ref_graph = reference()
+    ref_s = timed(reference, repeat=3) * stride
+    # float32: edges summed over more paths (and `wte`'s over the model dimension) round
+    # differently in the two orders of summation (up to ~1e-5 absolute here)
+    same = _sampled(fast, stride).same_as(ref_graph, rtol=1e-4, atol=1e-5)
+    sample = "every target unit" if stride == 1 else f"1/{stride} of target units, scaled"
+    return [
+        ("shape", f"{SMALL.name}, n_ctx {SMALL.n_ctx}, wte and output nodes"),
+        ("nodes / edges per prompt", f"{fast.n_nodes} / {fast.n_edges}"),
+        (f"reference (the app's definition; {sample}) s/prompt, median of 3", f"{ref_s:.2f}"),
+        ("fast path, one prompt per call, s/prompt (median of 5)", f"{fast_s:.3f}"),
+        ("fast path, 4 prompts per call, s/prompt (median of 3)", f"{batched_s:.3f}"),
+        ("identical edges on the reference's targets (rtol 1e-4, atol 1e-5)", str(same)),
+        (
+            "batched graph identical to the one-prompt graph",
+            str(batched.same_as(fast, rtol=1e-5, atol=1e-6)),
+        ),
+        ("speedup with one prompt per call", f"{ref_s / fast_s:.1f}"),
+        ("FIGURE compute_speedup_spd_app", f"{ref_s / batched_s:.1f}"),
+    ]
+
+
+def mode_differences(n_prompts: int) -> list[tuple[str, str]]:
+    """How far `spd_app` edges are from the other modes' on the demo run: edges present in both
+    graphs (default CI threshold, no edge threshold), with `wte` and `output` nodes."""
+    run = load_run(demo_run_path(), with_tokenizer=False)
+    batch = torch.tensor(demo_prompts(n_prompts, n_ctx=32))
+    options: dict[str, Any] = {"include_wte": True, "include_output": True, "attr_threshold": 0.0}
+    graphs = {
+        mode: compute_graphs(run, batch, mode=mode, **options)
+        for mode in ("ci_masked", "target", "spd_app")
+    }
+    rows = [("demo prompts, n_ctx", f"{n_prompts}, 32")]
+    for other in ("ci_masked", "target"):
+        worst, worst_component, worst_key = 0.0, 0.0, None
+        for app, theirs in zip(graphs["spd_app"], graphs[other], strict=True):
+            a, b = _edge_map(app), _edge_map(theirs)
+            for key in a.keys() & b.keys():
+                diff = abs(a[key] - b[key])
+                if diff > worst:
+                    worst, worst_key = diff, key
+                if "output" not in (key[0], key[3]) and "wte" not in (key[0], key[3]):
+                    worst_component = max(worst_component, diff)
+        rows.append((f"max |spd_app - {other}| over common edges", f"{worst:.4g} at {worst_key}"))
+        rows.append(("  of which between components only", f"{worst_component:.4g}"))
+    return rows
+
+
+def _edge_map(graph: Graph) -> dict[tuple[object, ...], float]:
+    e = graph.edge_arrays()
+    return {
+        key[:-1]: key[-1]
+        for key in zip(
+            e["source_layer"],
+            e["source_pos"].tolist(),
+            e["source_component"].tolist(),
+            e["target_layer"],
+            e["target_pos"].tolist(),
+            e["target_component"].tolist(),
+            e["value"].tolist(),
+            strict=True,
+        )
+    }
 
 
 def real_size(root: Path, device: str, n_prompts: int, batch: int) -> list[tuple[str, str]]:
@@ -294,6 +383,11 @@ def main(argv: list[str] | None = None) -> None:
         "1 = the full reference, about 5 minutes on 2 cores)",
     )
     parser.add_argument("--skip-real", action="store_true", help="skip the CPU real-size figures")
+    parser.add_argument(
+        "--mode-differences",
+        action="store_true",
+        help="print how far spd_app edges are from the other modes' on the demo run",
+    )
     parser.add_argument("--skip-speedup", action="store_true", help="only the real-size figures")
     parser.add_argument("--gpu-prompts", type=int, default=64, help="prompts timed on the GPU")
     parser.add_argument("--gpu-batch", type=int, default=16, help="prompts per forward on the GPU")
@@ -312,6 +406,12 @@ def main(argv: list[str] | None = None) -> None:
         stride = args.reference_stride or (32 if args.quick else 8)
         if not args.skip_speedup:
             print_table("compute: fast path vs reference (CPU)", speedup(root / "small", stride))
+            print_table(
+                "compute: spd_app fast path vs its reference (CPU)",
+                speedup_spd_app(root / "small_app", stride),
+            )
+        if args.mode_differences:
+            print_table("compute: spd_app against the other modes (demo run)", mode_differences(4))
         if not args.skip_real:
             cpu_prompts = 1 if args.quick else 2
             print_table(

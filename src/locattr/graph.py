@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import numpy as np
 from jaxtyping import Float, Int
@@ -24,6 +24,10 @@ from numpy.typing import NDArray
 WTE_LAYER = "wte"
 OUTPUT_LAYER = "output"
 PSEUDO_LAYERS = frozenset({WTE_LAYER, OUTPUT_LAYER})
+
+AttributionMode = Literal["ci_masked", "target", "spd_app"]
+"""How a graph's edges were computed; `locattr.compute.attribution.modes` says what each means."""
+ATTRIBUTION_MODES: tuple[AttributionMode, ...] = get_args(AttributionMode)
 
 
 class Node(NamedTuple):

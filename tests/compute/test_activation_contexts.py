@@ -11,6 +11,7 @@ import torch
 
 from locattr.compute import load_run
 from locattr.compute.activation_contexts import activation_contexts
+from locattr.compute.component_model import CACHE_INPUTS
 
 from .spd_runs import TEST_DEVICE, RunSpec
 
@@ -41,7 +42,7 @@ def test_contexts_match_a_per_token_loop(
     )
     tokens = torch.cat(corpus)
     with torch.no_grad():
-        cached = run.model(tokens.to(run.device), cache_inputs=True)
+        cached = run.model(tokens.to(run.device), CACHE_INPUTS)
         ci, _ = run.model.causal_importances(cached.inputs)
     ci = {path: values.cpu() for path, values in ci.items()}
     predicted = cached.output.argmax(-1).cpu()

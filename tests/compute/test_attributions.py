@@ -9,10 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from locattr.compute import LoadedRun, attributions, compute_graph, compute_graphs, load_run
+from locattr.compute import LoadedRun, compute_graph, compute_graphs, load_run
+from locattr.compute.attribution import blocks
+from locattr.compute.attribution.blocks import PositionBlock
+from locattr.compute.component_model import (
+    CACHE_INPUTS,
+    DeltaTerm,
+    ForwardPlan,
+    KnownOutputs,
+)
 from locattr.graph import OUTPUT_LAYER, WTE_LAYER, Graph
 
-from .reference import reference_graph
+from .reference import reference_graph, reference_spd_app_graph
 from .spd_runs import TEST_DEVICE, RunSpec
 
 TOKENS = [3, 7, 1, 12, 5, 9, 2]
@@ -66,6 +74,10 @@ def test_fast_path_equals_reference(write_spd_run: Callable[[RunSpec], Path], na
     extras = {"include_output": True, "include_wte": run.structure.has_wte}
     _assert_same(run, **extras)
     _assert_same(run, mode="target")
+    app = compute_graph(run, TOKENS, mode="spd_app", **extras)  # type: ignore[arg-type]
+    app_reference = reference_spd_app_graph(run, TOKENS, **extras)  # type: ignore[arg-type]
+    assert app.n_edges == app_reference.n_edges > 0
+    assert app.same_as(app_reference, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("ci_fn", CI_FNS)
@@ -93,7 +105,7 @@ def test_nodes_are_exactly_the_alive_units(write_spd_run: Callable[[RunSpec], Pa
     assert graph.n_edges == 0
     tokens = torch.tensor([TOKENS], device=run.device)
     with torch.no_grad():
-        ci, _ = run.model.causal_importances(run.model(tokens, cache_inputs=True).inputs)
+        ci, _ = run.model.causal_importances(run.model(tokens, CACHE_INPUTS).inputs)
     expected = {
         (layer, s, c): float(ci[layer][0, s, c])
         for layer in run.model.module_paths
@@ -143,9 +155,9 @@ def test_target_mode_forward_is_the_target_model(write_spd_run: Callable[[RunSpe
             )
             for p in model.module_paths
         }
-        deltas = {p: (w, ones) for p, w in model.weight_deltas().items()}
-        replaced = model(tokens, masks=masks, deltas=deltas).output
-        masked_only = model(tokens, masks=masks).output
+        deltas = {p: DeltaTerm(w, ones) for p, w in model.weight_deltas().items()}
+        replaced = model(tokens, ForwardPlan(masks=masks, deltas=deltas)).output
+        masked_only = model(tokens, ForwardPlan(masks=masks)).output
     assert torch.allclose(plain, replaced, atol=1e-10)
     assert not torch.allclose(plain, masked_only, atol=1e-3)
 
@@ -177,7 +189,7 @@ def test_real_shaped_run_with_wide_C(write_spd_run: Callable[[RunSpec], Path]) -
 def _per_position_alive(run: LoadedRun, threshold: float) -> dict[str, torch.Tensor]:
     with torch.no_grad():
         ci, _ = run.model.causal_importances(
-            run.model(torch.tensor([TOKENS], device=run.device), cache_inputs=True).inputs
+            run.model(torch.tensor([TOKENS], device=run.device), CACHE_INPUTS).inputs
         )
     return {p: (v[0] >= threshold).sum(-1) for p, v in ci.items()}
 
@@ -216,10 +228,10 @@ def test_leaf_outputs_forward_is_the_masked_forward(
     run = _load64(write_spd_run, RunSpec())
     model, tokens = run.model, torch.tensor([TOKENS], device=run.device)
     with torch.no_grad():
-        ci, _ = model.causal_importances(model(tokens, cache_inputs=True).inputs)
+        ci, _ = model.causal_importances(model(tokens, CACHE_INPUTS).inputs)
     with torch.enable_grad():
-        acts = model(tokens, masks=ci, cache_acts=True)
-        outs = model(tokens, masks=ci, leaf_outputs=True)
+        acts = model(tokens, ForwardPlan(masks=ci, leaves="acts"))
+        outs = model(tokens, ForwardPlan(masks=ci, leaves="outputs"))
     assert torch.allclose(acts.output, outs.output, rtol=1e-12, atol=1e-12)
     path = model.module_paths[-1]
     logit = (acts.output[0, -1, 0], outs.output[0, -1, 0])
@@ -235,19 +247,14 @@ def test_prefix_forward_reusing_known_leaves(write_spd_run: Callable[[RunSpec], 
     run = _load64(write_spd_run, RunSpec(arch="LlamaSimple"))
     model, tokens = run.model, torch.tensor([TOKENS], device=run.device)
     with torch.no_grad():
-        ci = model.lower_leaky_ci(model(tokens, cache_inputs=True).inputs)
+        ci = model.lower_leaky_ci(model(tokens, CACHE_INPUTS).inputs)
     stop, path = 4, model.module_paths[1]
     short = {p: m[:, :stop] for p, m in ci.items()}
     with torch.enable_grad():
-        full = model(tokens, masks=ci, leaf_outputs=True)
-        own = model(tokens[:, :stop], masks=short, leaf_outputs=True)
-        reused = model(
-            tokens[:, :stop],
-            masks=short,
-            leaf_outputs=True,
-            known_outputs=full.outputs,
-            grad_leaves={path},
-        )
+        full = model(tokens, ForwardPlan(masks=ci, leaves="outputs"))
+        own = model(tokens[:, :stop], ForwardPlan(masks=short, leaves="outputs"))
+        known = KnownOutputs(full.outputs, grad_leaves={path})
+        reused = model(tokens[:, :stop], ForwardPlan(masks=short, leaves="outputs", known=known))
     assert torch.allclose(reused.output, own.output, rtol=1e-12, atol=1e-12)
     for name in model.module_paths:
         assert torch.allclose(reused.inputs[name], own.inputs[name], rtol=1e-12, atol=1e-12)
@@ -287,8 +294,12 @@ def test_position_blocks_over_prefix_forwards(
     k/v -> o edges come from three blocks of target positions, each over its own prefix
     forward; batched prompts share the blocks. Threshold 0 keeps every candidate, so the masks
     (not exact zeros) must exclude padding and later positions."""
-    monkeypatch.setattr(attributions, "_MIN_BLOCK_POSITIONS", 8)
-    assert attributions._position_blocks(len(PROMPT_24), causal=True) == [(0, 8), (8, 16), (16, 24)]
+    monkeypatch.setattr(blocks, "MIN_BLOCK_POSITIONS", 8)
+    assert blocks.position_blocks(len(PROMPT_24), causal=True) == [
+        PositionBlock(0, 8),
+        PositionBlock(8, 16),
+        PositionBlock(16, 24),
+    ]
     run = _load64(write_spd_run, RunSpec(arch=arch, block_size=32))  # type: ignore[arg-type]
     assert sum(p.crosses_positions and p.causal for p in run.structure.pairs) > 0
     prompts = [PROMPT_24, PROMPT_24[::-1]]
@@ -304,7 +315,7 @@ def test_model_not_causal_outside_the_pairs(
 ) -> None:
     """Token embeddings mixed with later positions before any decomposed layer: the pairs still
     look causal, but a prefix forward no longer reproduces the prompt's, so no prefix is used."""
-    monkeypatch.setattr(attributions, "_MIN_BLOCK_POSITIONS", 8)
+    monkeypatch.setattr(blocks, "MIN_BLOCK_POSITIONS", 8)
     run = _load64(write_spd_run, RunSpec(block_size=32))
     target = run.model.target_model
     assert isinstance(target.wte, torch.nn.Embedding)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from locattr.compute.architectures.attention import causal_attention
+from locattr.compute.architectures.attention import causal_attention, diagonal_gradients
 from locattr.compute.architectures.common import NewGELU, silu
 
 BATCH, SEQ, HEADS, HD = 2, 7, 3, 4
@@ -111,3 +111,37 @@ def test_activation_batched_backward_equals_autograd(activation: str) -> None:
     torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
     with torch.no_grad():
         torch.testing.assert_close(ours_fn(x), theirs_fn(x), rtol=0, atol=0)
+
+
+def _own_position(inputs: list[Tensor], seeds: Tensor) -> tuple[Tensor, ...]:
+    """Per row, q's gradient, and k's and v's at each position s from the seed at s alone."""
+    q_grad = _batched_grads(_autograd_attention, inputs, seeds)[0]
+    own_k, own_v = torch.zeros_like(q_grad), torch.zeros_like(q_grad)
+    for s in range(SEQ):
+        only_s = torch.zeros_like(seeds)
+        only_s[:, :, s] = seeds[:, :, s]
+        _, k_grad, v_grad = _batched_grads(_autograd_attention, inputs, only_s)
+        own_k[:, :, s], own_v[:, :, s] = k_grad[:, :, s], v_grad[:, :, s]
+    return q_grad, own_k, own_v
+
+
+@pytest.mark.parametrize("seeding", ["one position per prompt", "every position"])
+def test_diagonal_backward_keeps_each_positions_own_gradient(seeding: str) -> None:
+    """Under `diagonal_gradients` k and v take only their own position's query's gradient
+    (what the SPD app's same-position edges need), batched and plain; the forward is the
+    same."""
+    inputs = _inputs()
+    if seeding == "every position":
+        seeds = torch.randn(5, BATCH, SEQ, HEADS, HD, generator=torch.Generator().manual_seed(5))
+    else:
+        seeds = _one_position_seeds(6)
+    with diagonal_gradients():
+        out = causal_attention(*inputs)
+        ours = _batched_grads(causal_attention, inputs, seeds)
+    torch.testing.assert_close(out, _autograd_attention(*inputs))
+    expected = _own_position(inputs, seeds)
+    _assert_same(ours, expected)
+    assert not torch.allclose(ours[1], _batched_grads(_autograd_attention, inputs, seeds)[1])
+    with diagonal_gradients():
+        plain = torch.autograd.grad(causal_attention(*inputs), inputs, grad_outputs=seeds[0])
+    _assert_same(plain, tuple(g[0] for g in expected))

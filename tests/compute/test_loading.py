@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from locattr.compute import LocattrComputeError, load_run
+from locattr.compute.component_model import CACHE_INPUTS
 from locattr.compute.config import SPDConfig
 from locattr.compute.wandb_cache import cache_dir, parse_wandb_path
 
@@ -55,7 +56,7 @@ def test_ci_follows_the_checkpoint_layout(
     run = load_run(run_dir, dtype=torch.float64, with_tokenizer=False)
     state = {k: v.double() for k, v in _checkpoint(run_dir, 5).items()}
     with torch.no_grad():
-        inputs = run.model(TOKENS, cache_inputs=True).inputs
+        inputs = run.model(TOKENS, CACHE_INPUTS).inputs
         ci, _ = run.model.causal_importances(inputs)
     for path in run.model.module_paths:
         expected = _hand_ci(state, path.replace(".", "-"), inputs[path], kind).clamp(0, 1)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from locattr.cli.words import plural
 from locattr.errors import LocattrError
+from locattr.graph import ATTRIBUTION_MODES
 
 
 def parser() -> argparse.ArgumentParser:
@@ -40,7 +41,20 @@ def parser() -> argparse.ArgumentParser:
         help="how many prompts the database should hold (default 100)",
     )
     p.add_argument(
-        "--n-ctx", "--n_ctx", type=int, default=32, help="tokens per prompt (default 32)"
+        "--n-ctx",
+        "--n_ctx",
+        type=int,
+        default=None,
+        help="tokens per prompt (default 64, or the model's context where that is shorter)",
+    )
+    p.add_argument(
+        "--n-blocks",
+        "--n_blocks",
+        type=int,
+        default=None,
+        metavar="N",
+        help="decompose and attribute only the first N transformer blocks' layers; later blocks "
+        "run as the target model (default: every decomposed layer)",
     )
     p.add_argument("--seed", type=int, default=0, help="which windows of the corpus (default 0)")
     p.add_argument(
@@ -126,6 +140,14 @@ def parser() -> argparse.ArgumentParser:
         help="a token is an output node where its predicted probability reaches this (0.01)",
     )
     p.add_argument(
+        "--mode",
+        choices=ATTRIBUTION_MODES,
+        default="ci_masked",
+        help="graph definition: ci_masked (the original's: CI-masked forward, direct edges), "
+        "target (the target model, direct edges) or spd_app (the SPD app's: target model with "
+        "paths through the weight deltas, outputs by the CI-masked model); default ci_masked",
+    )
+    p.add_argument(
         "--value-precision",
         default="1e-6",
         metavar="STEP",
@@ -167,7 +189,7 @@ def _main(argv: list[str] | None) -> None:
     args = parser().parse_args(argv)
     from locattr.cli.progress import progress_display  # torch loads after --help
     from locattr.generate import DatasetChoice, GenerateOptions, Shard, generate
-    from locattr.generate.options import parse_value_precision
+    from locattr.generate.options import DEFAULT_N_CTX, parse_value_precision
 
     if not args.output:
         parser().error("give --output PATH_OR_URL (or set LOCATTR_DB)")
@@ -187,6 +209,7 @@ def _main(argv: list[str] | None) -> None:
             output=args.output,
             n_prompts=args.n_prompts,
             n_ctx=args.n_ctx,
+            n_blocks=args.n_blocks,
             seed=args.seed,
             ci_threshold=args.ci_threshold,
             attr_threshold=args.attr_threshold,
@@ -201,6 +224,7 @@ def _main(argv: list[str] | None) -> None:
             include_inputs=not args.no_inputs,
             include_outputs=not args.no_outputs,
             output_prob_threshold=args.output_prob_threshold,
+            mode=args.mode,
             value_precision=value_precision,
         )
     except LocattrError as error:  # settings that do not fit together
@@ -212,9 +236,13 @@ def _main(argv: list[str] | None) -> None:
         print(f"locattr-generate: error: {error}", file=sys.stderr)
         sys.exit(2)
     per_worker = ", ".join(map(str, result.per_worker))
+    n_ctx = f"n_ctx {result.n_ctx}"
+    if result.n_ctx_from_model:
+        n_ctx += f" (the model's context: the default {DEFAULT_N_CTX} does not fit)"
     print(
         f"{options.output}: {plural(result.added, 'prompt')} added (per worker: {per_worker}), "
-        f"{result.skipped} already stored (shard {options.shard}), {result.wall_s:.1f} s"
+        f"{result.skipped} already stored (shard {options.shard}), {n_ctx}, "
+        f"{result.wall_s:.1f} s"
     )
 
 

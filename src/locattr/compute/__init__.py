@@ -5,12 +5,13 @@ Entry points: `load_run(path_or_wandb, device="cpu")` and
 """
 
 from locattr.compute.activation_contexts import ComponentContexts, activation_contexts
-from locattr.compute.attributions import compute_graph, compute_graphs
+from locattr.compute.attribution import AttributionMode, compute_graph, compute_graphs
 from locattr.compute.errors import LocattrComputeError
 from locattr.compute.run_loading import LoadedRun, load_run
 from locattr.compute.structure import LayerPair, Structure, discover_structure
 
 __all__ = [
+    "AttributionMode",
     "ComponentContexts",
     "activation_contexts",
     "LayerPair",

@@ -16,7 +16,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from locattr.compute.component_model import ComponentModel
+from locattr.compute.component_model import CACHE_INPUTS, ComponentModel
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def activation_contexts(
     for batch in token_batches:
         tokens = batch.to(model.device)
         with torch.no_grad():
-            cached = model(tokens, cache_inputs=True)
+            cached = model(tokens, CACHE_INPUTS)
             ci = model.lower_leaky_ci(cached.inputs)
         predicted = cached.output.argmax(-1).cpu()
         flat_tokens = tokens.cpu()

@@ -55,9 +55,9 @@ class DecomposedModule:
 class ForwardResult:
     """Output of one forward; `pre`/`post` hold component acts `[..., C]` when cached.
 
-    With `cache_acts`, `post[p]` is the detached leaf that the rest of the forward used and
-    `pre[p]` is attached. With `leaf_outputs`, `post[p]` holds the (unmasked, detached) acts,
-    `inputs[p]` the attached module input, and `outputs[p]` the masked components' output
+    With `leaves="acts"`, `post[p]` is the detached leaf that the rest of the forward used and
+    `pre[p]` is attached. With `leaves="outputs"`, `post[p]` holds the (unmasked, detached)
+    acts, `inputs[p]` the attached module input, and `outputs[p]` the masked components' output
     `[..., d_out]` as the gradient leaf the rest of the forward used.
     """
 
@@ -69,16 +69,73 @@ class ForwardResult:
     outputs: dict[str, Tensor] = field(default_factory=dict)
 
 
-@dataclass
-class _Plan:
-    masks: Mapping[str, Tensor] | None
-    deltas: Mapping[str, tuple[Tensor, Tensor]] | None
-    cache_inputs: bool
-    cache_acts: bool
-    leaf_outputs: bool
-    embedding_leaf: bool
-    known_outputs: Mapping[str, Tensor] | None
-    grad_leaves: Collection[str] | None
+@dataclass(frozen=True)
+class DeltaTerm:
+    """A module's weight-delta term (target minus component weight, `[d_out, d_in]`, as
+    `ComponentModel.weight_deltas` gives it) applied to the module input, scaled per position
+    by `mask` `[batch, seq]` (None: 1 everywhere, without the product in either direction)."""
+
+    weight: Tensor
+    mask: Float[Tensor, "batch seq"] | None = None
+
+
+@dataclass(frozen=True)
+class KnownOutputs:
+    """Leaves of an earlier forward over longer prompts with the same masks: a forward over a
+    prefix reuses their first positions rather than recomputing them (equal for causal
+    models). Only `grad_leaves` (all when None) take gradients: the others are constants and
+    autograd skips what only they reach."""
+
+    outputs: Mapping[str, Tensor]
+    grad_leaves: Collection[str] | None = None
+
+
+Leaves = Literal["none", "acts", "outputs"]
+"""Which tensors of each decomposed module become detached gradient leaves: none, its component
+acts (`post`, `C` wide), or its masked components' output (`outputs`, `d_out` wide)."""
+
+
+@dataclass(frozen=True)
+class ForwardPlan:
+    """What one `ComponentModel` forward does; the default is the plain target model.
+
+    `masks[p]` `[batch, seq, C]` replaces module p's output by its masked components; `deltas[p]`
+    adds its weight-delta term. `leaves` makes each module's acts or output a detached gradient
+    leaf (output leaves need every module's mask), so gradients reach a leaf only along paths
+    that cross no other module's components. `delta_paths` (with leaves): the delta terms read the
+    attached module input, so those paths also run through other modules' delta terms (the SPD
+    app's graphs); otherwise the delta terms are constants and edges stay direct.
+    `cache_inputs` records every module input (output leaves always do). `embedding_leaf`
+    makes the token-embedding output a detached gradient leaf (`result.embedding`,
+    `[batch, seq, d_model]`). `known` (with `leaves="outputs"`): leaves reused from a longer
+    forward.
+    """
+
+    masks: Mapping[str, Tensor] | None = None
+    deltas: Mapping[str, DeltaTerm] | None = None
+    leaves: Leaves = "none"
+    delta_paths: bool = False
+    cache_inputs: bool = False
+    embedding_leaf: bool = False
+    known: KnownOutputs | None = None
+
+    def __post_init__(self) -> None:
+        assert self.known is None or self.leaves == "outputs", "known outputs are output leaves"
+        assert not self.delta_paths or (self.leaves != "none" and self.deltas is not None), (
+            "delta_paths says how deltas meet leaves: it needs both"
+        )
+
+
+PLAIN = ForwardPlan()
+CACHE_INPUTS = ForwardPlan(cache_inputs=True)
+"""The plain target model, recording every decomposed module's input (for CI)."""
+
+
+@dataclass(frozen=True)
+class _Active:
+    """The plan of the forward in progress and the result it fills in."""
+
+    plan: ForwardPlan
     result: ForwardResult
 
 
@@ -221,7 +278,7 @@ class ComponentModel(nn.Module):
         self._components = nn.ModuleDict(dict(sorted(components.items())))
         self._ci_fns = nn.ModuleDict(dict(sorted(ci_fns.items())))
         self._lower, self._upper = ci_functions(config.sigmoid_type)
-        self._plan: _Plan | None = None
+        self._active: _Active | None = None
         for info in self.modules_info:
             module = named[info.path]
             module.forward = self._make_forward(info, module.forward)
@@ -246,72 +303,74 @@ class ComponentModel(nn.Module):
         else the module's own forward (not both: the replaced output is never computed)."""
 
         def forward(*args: Any, **kwargs: Any) -> Any:
-            plan = self._plan
-            if plan is not None:
+            active = self._active
+            if active is not None:
                 assert len(args) == 1 and not kwargs, (
                     f"decomposed module {info.path} must be called with one positional tensor"
                 )
-                replaced = self._replacement(info, plan, args[0])
+                replaced = self._replacement(info, active, args[0])
                 if replaced is not None:
                     return replaced
             return original(*args, **kwargs)
 
         return forward
 
-    def _replacement(self, info: DecomposedModule, plan: _Plan, x: Tensor) -> Tensor | None:
+    def _replacement(self, info: DecomposedModule, active: _Active, x: Tensor) -> Tensor | None:
         """What the plan puts in place of the module's output, recording what it caches;
         None keeps the module's own output."""
-        if plan.cache_inputs or plan.leaf_outputs:
-            plan.result.inputs[info.path] = x
+        plan, result = active.plan, active.result
+        if plan.cache_inputs or plan.leaves == "outputs":
+            result.inputs[info.path] = x
         mask = None if plan.masks is None else plan.masks.get(info.path)
-        if mask is None and not plan.cache_acts:
-            assert not plan.leaf_outputs, f"leaf_outputs needs a mask for {info.path}"
+        if mask is None and plan.leaves != "acts":
+            assert plan.leaves == "none", f"leaves={plan.leaves!r} needs a mask for {info.path}"
             return None
         comps = self.components(info.path)
-        if plan.known_outputs is not None:
-            out = plan.known_outputs[info.path][:, : x.shape[1]].detach()
-            if plan.grad_leaves is None or info.path in plan.grad_leaves:
+        if plan.known is not None:
+            out = plan.known.outputs[info.path][:, : x.shape[1]].detach()
+            if plan.known.grad_leaves is None or info.path in plan.known.grad_leaves:
                 out.requires_grad_(True)
-            plan.result.outputs[info.path] = out
+            result.outputs[info.path] = out
         else:
-            acts = comps.inner_acts(x.detach() if plan.leaf_outputs else x)
-            if plan.cache_acts:
-                plan.result.pre[info.path] = acts
+            acts = comps.inner_acts(x.detach() if plan.leaves == "outputs" else x)
+            if plan.leaves == "acts":
+                result.pre[info.path] = acts
                 acts = acts.detach().requires_grad_(True)
-                plan.result.post[info.path] = acts
-            elif plan.leaf_outputs:
-                plan.result.post[info.path] = acts
+                result.post[info.path] = acts
+            elif plan.leaves == "outputs":
+                result.post[info.path] = acts
             if mask is None:
                 return None
             out = comps.output(acts * mask)
-            if plan.leaf_outputs:
+            if plan.leaves == "outputs":
                 out = out.detach().requires_grad_(True)
-                plan.result.outputs[info.path] = out
-        if plan.deltas is not None and info.path in plan.deltas:
-            weight_delta, delta_mask = plan.deltas[info.path]
-            # With detached acts the delta is a constant: gradients then reach a leaf only
-            # along component paths, so edges stay direct exactly as in the CI-masked forward.
-            detached = plan.cache_acts or plan.leaf_outputs
-            delta = comps.delta_output(x.detach() if detached else x, weight_delta)
-            out = out + delta_mask.unsqueeze(-1) * delta
+                result.outputs[info.path] = out
+        delta = None if plan.deltas is None else plan.deltas.get(info.path)
+        if delta is not None:
+            # With leaves, a delta term on the detached input is a constant: gradients then
+            # reach a leaf only along component paths, so edges stay direct exactly as in the
+            # CI-masked forward. `delta_paths` keeps the input attached (the SPD app's edges).
+            constant = plan.leaves != "none" and not plan.delta_paths
+            term = comps.delta_output(x.detach() if constant else x, delta.weight)
+            out = out + (term if delta.mask is None else delta.mask.unsqueeze(-1) * term)
         return out
 
     def _embedding_hook(self, module: nn.Module, args: tuple[Any, ...], output: Tensor) -> Any:
-        plan = self._plan
-        if plan is None or not plan.embedding_leaf:
+        active = self._active
+        if active is None or not active.plan.embedding_leaf:
             return None
         leaf = output.detach().requires_grad_(True)
-        plan.result.embedding = leaf
+        active.result.embedding = leaf
         return leaf
 
     @contextmanager
-    def _planned(self, plan: _Plan) -> Iterator[ForwardResult]:
-        assert self._plan is None, "ComponentModel forwards do not nest"
-        self._plan = plan
+    def _planned(self, plan: ForwardPlan) -> Iterator[ForwardResult]:
+        assert self._active is None, "ComponentModel forwards do not nest"
+        self._active = _Active(plan, ForwardResult(torch.empty(0)))
         try:
-            yield plan.result
+            yield self._active.result
         finally:
-            self._plan = None
+            self._active = None
 
     def extract_output(self, raw: Any) -> Tensor:
         """Apply `pretrained_model_output_attr`: null = raw, `idx_N` = N-th item, else attribute."""
@@ -326,48 +385,11 @@ class ComponentModel(nn.Module):
         return out
 
     def forward(
-        self,
-        token_ids: Int[Tensor, "batch seq"],
-        *,
-        masks: Mapping[str, Tensor] | None = None,
-        deltas: Mapping[str, tuple[Tensor, Tensor]] | None = None,
-        cache_inputs: bool = False,
-        cache_acts: bool = False,
-        leaf_outputs: bool = False,
-        embedding_leaf: bool = False,
-        known_outputs: Mapping[str, Tensor] | None = None,
-        grad_leaves: Collection[str] | None = None,
+        self, token_ids: Int[Tensor, "batch seq"], plan: ForwardPlan = PLAIN
     ) -> ForwardResult:
-        """One forward. With no masks and no caching it is the plain target model.
-
-        `masks[p]` `[batch, seq, C]` replaces module p's output by its masked components;
-        `deltas[p] = (weight_delta, delta_mask [batch, seq])` adds the weight-delta term;
-        `leaf_outputs` (needs every mask) makes each module's masked-component output a gradient
-        leaf, so gradients w.r.t. it are `d_out` wide instead of `C` wide;
-        `embedding_leaf` makes the token-embedding output a detached gradient leaf
-        (`result.embedding`, `[batch, seq, d_model]`);
-        `known_outputs` (with `leaf_outputs`): the leaves of an earlier forward over longer
-        prompts with the same masks, whose first positions a forward over a prefix reuses
-        rather than recomputes (equal for causal models), and of which only `grad_leaves` (all
-        when None) take gradients: the others are constants and autograd skips what only
-        they reach.
-        """
-        if embedding_leaf:
+        """One forward as `plan` describes it (by default the plain target model)."""
+        if plan.embedding_leaf:
             assert self.input_embedding_path is not None, "the target has no usable embedding"
-        assert not (cache_acts and leaf_outputs), "cache_acts and leaf_outputs exclude each other"
-        assert known_outputs is None or leaf_outputs, "known_outputs are leaf outputs"
-        assert grad_leaves is None or known_outputs is not None, "grad_leaves need known_outputs"
-        plan = _Plan(
-            masks,
-            deltas,
-            cache_inputs,
-            cache_acts,
-            leaf_outputs,
-            embedding_leaf,
-            known_outputs,
-            grad_leaves,
-            ForwardResult(torch.empty(0)),
-        )
         with self._planned(plan) as result:
             result.output = self.extract_output(self.target_model(token_ids))
         return result

@@ -7,6 +7,7 @@ with it; this model ignores everything it does not need and accepts both the Dec
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -107,6 +108,29 @@ class SPDConfig(BaseModel):
     def pretrained_model_source(self) -> str | None:
         """Where the target model comes from: the name, or the path when the name is null."""
         return self.pretrained_model_name or self.pretrained_model_path
+
+    @property
+    def pretrained_model_source_key(self) -> str:
+        """The config key `pretrained_model_source` was read from, for error messages."""
+        return "pretrained_model_name" if self.pretrained_model_name else "pretrained_model_path"
+
+    def restricted_to(
+        self, paths: Mapping[str, int], identity_parents: Mapping[str, int]
+    ) -> SPDConfig:
+        """This config decomposing exactly `paths` (module path -> C) and inserting identities
+        before exactly `identity_parents`: how `load_run(n_blocks=...)` leaves later blocks as
+        plain target modules. Module names hold no fnmatch metacharacters, so each path is a
+        pattern that matches itself only."""
+        for path in (*paths, *identity_parents):
+            assert not set("*?[") & set(path), f"module path {path!r} is not a literal pattern"
+        return self.model_copy(
+            update={
+                "module_info": tuple(ModuleInfo(module_pattern=p, C=c) for p, c in paths.items()),
+                "identity_module_info": tuple(
+                    ModuleInfo(module_pattern=p, C=c) for p, c in identity_parents.items()
+                ),
+            }
+        )
 
 
 def load_spd_config(path: Path) -> SPDConfig:

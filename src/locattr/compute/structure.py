@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor, nn
 
-from locattr.compute.component_model import ComponentModel
+from locattr.compute.component_model import ComponentModel, ForwardPlan
 from locattr.compute.vjp import batched_grad
 from locattr.graph import OUTPUT_LAYER, WTE_LAYER
 
@@ -77,7 +77,7 @@ def discover_structure(model: ComponentModel, tokens: Tensor | None = None) -> S
         for p in model.module_paths
     }
     with torch.enable_grad():
-        result = model(tokens, masks=masks, cache_acts=True, embedding_leaf=has_wte)
+        result = model(tokens, ForwardPlan(masks=masks, leaves="acts", embedding_leaf=has_wte))
     leaves = dict(result.post)
     if result.embedding is not None:
         leaves[WTE_LAYER] = result.embedding

@@ -20,7 +20,8 @@ from locattr.compute.errors import LocattrComputeError
 WANDB_PREFIX = "wandb:"
 _URL_PREFIXES = ("https://wandb.ai/", "http://wandb.ai/")
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
-_RUN_ID = r"[a-z0-9]+"
+# Later SPD run ids may carry a one-character prefix (`t-bd02d372` for a pretrain run).
+_RUN_ID = r"(?:[a-z0-9]-)?[a-z0-9]+"
 _FORMS = (
     re.compile(rf"^(?P<entity>{_NAME})/(?P<project>{_NAME})/runs/(?P<run_id>{_RUN_ID})$"),
     re.compile(rf"^(?P<entity>{_NAME})/(?P<project>{_NAME})/(?P<run_id>{_RUN_ID})$"),

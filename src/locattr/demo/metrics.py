@@ -13,7 +13,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from locattr.compute.component_model import ComponentModel
+from locattr.compute.component_model import CACHE_INPUTS, ComponentModel, ForwardPlan
 from locattr.demo.train_spd import kl_to_target
 from locattr.demo.train_target import next_token_loss
 
@@ -67,9 +67,9 @@ def decomposition_metrics(
     kl_sum = 0.0
     cis: dict[str, list[Tensor]] = {path: [] for path in model.module_paths}
     for batch in windows.split(batch_size):
-        cached = model(batch, cache_inputs=True)
+        cached = model(batch, CACHE_INPUTS)
         lower = model.lower_leaky_ci(cached.inputs)
-        masked = model(batch, masks=lower)
+        masked = model(batch, ForwardPlan(masks=lower))
         kl_sum += kl_to_target(masked.output, cached.output).item() * batch.numel()
         for path, ci in lower.items():
             cis[path].append(ci)

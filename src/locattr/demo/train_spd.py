@@ -25,7 +25,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from locattr.compute.architectures.llama_simple import LlamaSimpleMLP
-from locattr.compute.component_model import ComponentModel
+from locattr.compute.component_model import CACHE_INPUTS, ComponentModel, DeltaTerm, ForwardPlan
 from locattr.compute.config import SPDConfig
 from locattr.demo.train_target import CLASS_PATH
 
@@ -186,16 +186,18 @@ def spd_step_losses(
 ) -> dict[str, Tensor]:
     """Every loss term of one step (unweighted), plus `total` (weighted)."""
     with torch.no_grad():
-        cached = model(tokens, cache_inputs=True)
+        cached = model(tokens, CACHE_INPUTS)
     target_logits = cached.output
     lower, upper = model.causal_importances(cached.inputs)
     weight_deltas = model.weight_deltas()
     delta_masks = {
-        path: (delta, torch.rand(tokens.shape, generator=generator))
+        path: DeltaTerm(delta, torch.rand(tokens.shape, generator=generator))
         for path, delta in weight_deltas.items()
     }
-    stochastic = model(tokens, masks=_stochastic_masks(lower, generator), deltas=delta_masks)
-    ci_masked = model(tokens, masks=lower)
+    stochastic = model(
+        tokens, ForwardPlan(masks=_stochastic_masks(lower, generator), deltas=delta_masks)
+    )
+    ci_masked = model(tokens, ForwardPlan(masks=lower))
     losses = {
         "faithfulness": faithfulness_loss(weight_deltas),
         "importance_minimality": importance_minimality_loss(upper, p, train.importance_eps),

@@ -12,7 +12,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,8 +22,8 @@ from locattr import __version__
 from locattr.compute import LoadedRun, load_run
 from locattr.demo import demo_run_path
 from locattr.generate.contexts import compute_contexts
-from locattr.generate.options import GenerateError, GenerateOptions
-from locattr.generate.prompts import PromptPlan, plan_prompts, vocab_size
+from locattr.generate.options import DEFAULT_N_CTX, GenerateError, GenerateOptions
+from locattr.generate.prompts import PromptPlan, plan_prompts, resolve_n_ctx, vocab_size
 from locattr.generate.text import TokenText
 from locattr.generate.workers import (
     Event,
@@ -88,6 +88,11 @@ class GenerateResult:
     reports: list[WorkerReport]
     per_worker: list[int]
     """Prompts each worker added, in worker order (zeros when nothing was left to do)."""
+    n_ctx: int = DEFAULT_N_CTX
+    """Tokens per prompt: as asked, else the database's (when extending one), else the default
+    or the model's context where shorter."""
+    n_ctx_from_model: bool = False
+    """No `n_ctx` was asked and the model's context, shorter than the default, was taken."""
 
     @property
     def db_wait_share(self) -> float:
@@ -130,10 +135,17 @@ def _generate(
 ) -> GenerateResult:
     started = time.monotonic()
     devices = worker_devices(options)
-    LocalAttrDB(options.output).close()  # an unusable output fails now, not after loading
+    with LocalAttrDB(options.output) as existing:  # an unusable output fails now, not later
+        built_n_ctx = existing.get_meta().get("n_ctx")
     model_path = resolve_model(options.model)
-    run = load_run(model_path, devices[0])
-    plan = plan_prompts(options, run)
+    run = load_run(model_path, devices[0], n_blocks=options.n_blocks)
+    # Extending a database without --n-ctx continues with its prompt length, whatever the
+    # default was when it was built.
+    asked = options.n_ctx if options.n_ctx is not None else built_n_ctx
+    n_ctx = resolve_n_ctx(asked, run)
+    n_ctx_from_model = asked is None and n_ctx < DEFAULT_N_CTX
+    options = replace(options, n_ctx=n_ctx)
+    plan = plan_prompts(options, run, n_ctx)
     mine = [p for p in plan.prompts if options.shard.owns(p.index)]
 
     def show(state: Progress) -> None:
@@ -178,6 +190,8 @@ def _generate(
         contexts_s=contexts_s,
         reports=reports,
         per_worker=[r.added for r in reports] if reports else [0] * len(devices),
+        n_ctx=n_ctx,
+        n_ctx_from_model=n_ctx_from_model,
     )
 
 
@@ -241,6 +255,8 @@ def provenance(options: GenerateOptions, run: LoadedRun, plan: PromptPlan) -> di
     stored, not what was asked for: a run without a `wte` pseudo-layer stores no inputs); the
     output threshold is None without outputs, where it has no effect. `value_precision` is how
     the graphs store edge values (a step, or "float32"): every write to the database follows it.
+    `n_blocks` is the block limit in effect (`LoadedRun.n_blocks`: None when every decomposed
+    layer is in the graphs), so a limit equal to the model's depth matches no limit.
     """
     config_bytes = (run.run_dir / "final_config.yaml").read_bytes()
     return {
@@ -250,10 +266,12 @@ def provenance(options: GenerateOptions, run: LoadedRun, plan: PromptPlan) -> di
         "ci_threshold": options.ci_threshold,
         "attr_threshold": options.attr_threshold,
         "n_ctx": options.n_ctx,
+        "n_blocks": run.n_blocks,
         "context_windows": options.context_windows if options.prompts_file is None else None,
         "inputs": stores_inputs(options, run),
         "outputs": options.include_outputs,
         "output_prob_threshold": options.output_prob_threshold if options.include_outputs else None,
+        "mode": options.mode,
         VALUE_PRECISION_KEY: value_encoding_label(options.value_precision),
         "seed": options.seed,
         "dataset": plan.dataset,
@@ -289,6 +307,12 @@ def _same_setting(key: str, stored: object) -> str:
             return f"pass --output-prob-threshold {stored}"
         case "value_precision":
             return f"pass --value-precision {stored}"
+        case "mode":
+            return f"pass --mode {stored}"
+        case "n_ctx":
+            return f"pass --n-ctx {stored}"
+        case "n_blocks":
+            return "rerun without --n-blocks" if stored is None else f"pass --n-blocks {stored}"
         case _:
             return "rerun with the original settings"
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from locattr.errors import LocattrError
+from locattr.graph import AttributionMode
 from locattr.storage.codec import (
     DEFAULT_VALUE_ENCODING,
     Quantized,
@@ -16,6 +17,11 @@ from locattr.storage.codec import (
 
 class GenerateError(LocattrError):
     """Arguments or inputs that locattr-generate cannot use as given."""
+
+
+DEFAULT_N_CTX = 64
+"""Tokens per prompt when `--n-ctx` is not given and the model's context allows (the original's
+documented default)."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,12 @@ class GenerateOptions:
     model: str
     output: str
     n_prompts: int
-    n_ctx: int = 32
+    n_ctx: int | None = None
+    """Tokens per prompt; None: `DEFAULT_N_CTX`, or the model's context where that is shorter
+    (`generate` resolves it once the model is loaded)."""
+    n_blocks: int | None = None
+    """Decompose and attribute only the first N transformer blocks' layers (the original's
+    `--n_blocks`); None: every decomposed layer."""
     seed: int = 0
     ci_threshold: float = 1e-6
     attr_threshold: float = 1e-4
@@ -86,11 +97,15 @@ class GenerateOptions:
     """Store the output nodes (pseudo-layer `output`): tokens predicted with at least
     `output_prob_threshold` probability."""
     output_prob_threshold: float = 0.01
+    mode: AttributionMode = "ci_masked"
+    """Which graph definition (`compute_graph`'s `mode`); a database holds graphs of one."""
     value_precision: ValueEncoding = DEFAULT_VALUE_ENCODING
     """How the graphs store edge values: `Quantized(step)` keeps each within step / 2 (the
     original system rounded to 6 decimals: step 1e-6); `ValueDtype.FLOAT32` keeps them exactly."""
 
     def __post_init__(self) -> None:
+        if self.n_blocks is not None and self.n_blocks < 1:
+            raise GenerateError(f"--n-blocks {self.n_blocks}: expected at least 1")
         if not 0 < self.output_prob_threshold <= 1:
             raise GenerateError(
                 f"--output-prob-threshold {self.output_prob_threshold!r}: expected a "

@@ -19,7 +19,7 @@ import torch
 from locattr.compute import LoadedRun
 from locattr.datasets import DatasetSpec, dataset_windows
 from locattr.demo import demo_context_windows, demo_prompts
-from locattr.generate.options import GenerateError, GenerateOptions
+from locattr.generate.options import DEFAULT_N_CTX, GenerateError, GenerateOptions
 from locattr.storage import identity_for_dataset, identity_for_tokens
 
 T = TypeVar("T")
@@ -42,25 +42,31 @@ class PromptPlan:
     dataset: dict[str, object] = field(default_factory=dict)
 
 
-def plan_prompts(options: GenerateOptions, run: LoadedRun) -> PromptPlan:
-    """The prompts and context windows for this build; fails before any GPU work."""
-    _check_n_ctx(options.n_ctx, run)
+def plan_prompts(options: GenerateOptions, run: LoadedRun, n_ctx: int) -> PromptPlan:
+    """The prompts (`n_ctx` tokens each, from `resolve_n_ctx`) and context windows for this
+    build; fails before any GPU work."""
     if options.prompts_file is not None:
-        prompts = file_prompts(options.prompts_file, run, options.n_prompts, options.n_ctx)
+        prompts = file_prompts(options.prompts_file, run, options.n_prompts, n_ctx)
         return PromptPlan(
             prompts, [p.token_ids for p in prompts], {"file": str(options.prompts_file)}
         )
     if options.model == "demo":
-        return demo_plan(options)
-    return dataset_plan(options, run)
+        return demo_plan(options, n_ctx)
+    return dataset_plan(options, run, n_ctx)
 
 
-def _check_n_ctx(n_ctx: int, run: LoadedRun) -> None:
+def resolve_n_ctx(requested: int | None, run: LoadedRun) -> int:
+    """`--n-ctx` as given, if the model takes it; not given, `DEFAULT_N_CTX` or the model's
+    context where that is shorter."""
     limit = model_context(run)
-    if n_ctx < 1 or (limit is not None and n_ctx > limit):
+    if requested is None:
+        return DEFAULT_N_CTX if limit is None else min(DEFAULT_N_CTX, limit)
+    if requested < 1 or (limit is not None and requested > limit):
         raise GenerateError(
-            f"--n-ctx {n_ctx} is outside this model's context (1..{limit}): pass a smaller --n-ctx"
+            f"--n-ctx {requested} is outside this model's context (1..{limit}): pass a smaller "
+            "--n-ctx"
         )
+    return requested
 
 
 def model_context(run: LoadedRun) -> int | None:
@@ -70,9 +76,9 @@ def model_context(run: LoadedRun) -> int | None:
     return int(limit) if isinstance(limit, int) else None
 
 
-def demo_plan(options: GenerateOptions) -> PromptPlan:
+def demo_plan(options: GenerateOptions, n_ctx: int) -> PromptPlan:
     """Held-out windows of the demo grammar as prompts; training-split windows for contexts."""
-    split = f"heldout-seed{options.seed}-ctx{options.n_ctx}"
+    split = f"heldout-seed{options.seed}-ctx{n_ctx}"
     prompts = [
         Prompt(
             i,
@@ -80,9 +86,9 @@ def demo_plan(options: GenerateOptions) -> PromptPlan:
             ids,
             {"dataset": "demo-grammar", "split": "heldout", "seed": options.seed, "index": i},
         )
-        for i, ids in enumerate(demo_prompts(options.n_prompts, options.n_ctx, options.seed))
+        for i, ids in enumerate(demo_prompts(options.n_prompts, n_ctx, options.seed))
     ]
-    contexts = demo_context_windows(options.context_windows, options.n_ctx, options.seed)
+    contexts = demo_context_windows(options.context_windows, n_ctx, options.seed)
     return PromptPlan(prompts, contexts, {"name": "demo-grammar", "split": "heldout"})
 
 
@@ -161,7 +167,7 @@ def dataset_spec(options: GenerateOptions, run: LoadedRun) -> DatasetSpec:
     )
 
 
-def dataset_plan(options: GenerateOptions, run: LoadedRun) -> PromptPlan:
+def dataset_plan(options: GenerateOptions, run: LoadedRun, n_ctx: int) -> PromptPlan:
     """Windows [0, m) of the dataset for contexts, [m, m + n) as the prompts (m fixed per DB)."""
     if run.tokenizer is None:
         raise GenerateError("this run has no tokenizer, so it needs --prompts-file with token_ids")
@@ -171,13 +177,13 @@ def dataset_plan(options: GenerateOptions, run: LoadedRun) -> PromptPlan:
         dataset_windows(
             spec,
             run.tokenizer,
-            options.n_ctx,
+            n_ctx,
             options.seed,
             start=0,
             stop=first + options.n_prompts,
         )
     )
-    split = f"{spec.split}-seed{options.seed}-ctx{options.n_ctx}"
+    split = f"{spec.split}-seed{options.seed}-ctx{n_ctx}"
     described: dict[str, Any] = {"name": spec.name, "split": spec.split, "column": spec.column}
     prompts = [
         Prompt(

@@ -223,6 +223,7 @@ def prompt_records(
         include_wte=stores_inputs(options, run),
         include_output=options.include_outputs,
         output_prob_threshold=options.output_prob_threshold,
+        mode=options.mode,
     )
     return [
         PromptRecord(
@@ -336,7 +337,7 @@ def _worker_main(
     torch.set_num_threads(threads)
     try:
         events.put(WorkerState(worker, f"loading on {device}"))
-        run = load_run(model_path, device)
+        run = load_run(model_path, device, n_blocks=options.n_blocks)
         events.put(run_worker(run, prompts, options, worker, events.put))
     except LocattrError as error:
         events.put(WorkerFailed(worker, str(error)))

@@ -24,25 +24,31 @@ FIXED_KEYS = (
     "ci_threshold",
     "attr_threshold",
     "n_ctx",
+    "n_blocks",
     "context_windows",
     "inputs",
     "outputs",
     "output_prob_threshold",
     VALUE_PRECISION_KEY,
+    "mode",
 )
 """Meta keys a database is built under once: they must agree before prompts from two builds
 may share one database (`n_ctx` and `context_windows` decide which windows the prompts are;
-`value_precision` is a statement about every stored graph, as `attr_threshold` is)."""
+`n_blocks` which layers the graphs hold, None for all; `value_precision` is a statement about
+every stored graph, as `attr_threshold` is; `mode` is the graph definition)."""
 
 IMPLICIT_PROVENANCE: Mapping[str, object] = {
     "inputs": False,
     "outputs": False,
     "output_prob_threshold": None,
     VALUE_PRECISION_KEY: "float32",
+    "n_blocks": None,
+    "mode": "ci_masked",
 }
-"""Keys builds record since graphs may hold `wte` and `output` nodes, or edge values at a
-stated precision, with the values that older builds held without saying so (they stored no
-such nodes, and float32 values)."""
+"""Keys builds record since graphs may hold `wte` and `output` nodes, edge values at a stated
+precision, only the first blocks' layers, or another graph mode, with the values that older
+builds held without saying so (they stored no such nodes, float32 values, every layer, and the
+original's CI-masked graphs)."""
 
 
 def recorded_value_encoding(meta: Mapping[str, Any]) -> ValueEncoding:

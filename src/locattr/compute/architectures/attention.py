@@ -6,17 +6,40 @@ query row t of the attention pattern. Autograd's backward computes every query r
 row of seeds regardless: [rows, head, seq, seq] work where [rows, head, seq] is all there is. The
 backward here checks for such rows and then works on row t alone; rows that seed several
 positions take the dense path, the same products autograd would form.
+
+Under `diagonal_gradients()` the forward is unchanged but its backward passes k and v only the
+gradient of their own position's query: gradients then never leave a position, and for causal
+models the Jacobian's position-diagonal blocks are exactly the full model's (a product of
+block-lower-triangular matrices has the product of their diagonal blocks as its diagonal).
+Graphs that keep only same-position edges but let gradients through attention (the SPD app's)
+then seed every position in one backward row.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import torch
 import torch._C._functorch as _functorch
 from jaxtyping import Float
 from torch import Tensor
+
+_DIAGONAL: ContextVar[bool] = ContextVar("diagonal_attention_gradients", default=False)
+
+
+@contextmanager
+def diagonal_gradients() -> Iterator[None]:
+    """Attention computed inside takes the diagonal backward (read when the forward runs, so
+    it holds for that graph's backward wherever it runs)."""
+    token = _DIAGONAL.set(True)
+    try:
+        yield
+    finally:
+        _DIAGONAL.reset(token)
 
 
 def causal_attention(
@@ -31,6 +54,8 @@ def causal_attention(
     """
     if not torch.is_grad_enabled() or not (q.requires_grad or k.requires_grad or v.requires_grad):
         return _attend(q * _scale(q), k, v)[0]
+    if _DIAGONAL.get():
+        return _DiagonalAttention.apply(q, k, v)[0]
     return _CausalAttention.apply(q, k, v)[0]
 
 
@@ -78,6 +103,24 @@ class _CausalAttention(torch.autograd.Function):
             grads = tuple(g.select(dim, 0) for g, dim in zip(grads, dims, strict=True))
         else:  # nested transforms: autograd's products, batched op by op
             grads = _dense_grads(grad, *saved, ctx.scale, with_q)
+        return grads if with_q else (None, *grads)
+
+
+class _DiagonalAttention(_CausalAttention):
+    """The same forward; k and v take only the gradient of their own position's query."""
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor, _: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        with_q = bool(ctx.needs_input_grad[0])
+        scaled_q, k, v, probs = ctx.saved_tensors
+        rows = _vmapped_rows(grad, (scaled_q, k, v, probs))
+        if rows is not None:
+            physical, row_dim, level = rows
+            rows_first = physical.movedim(row_dim, 0)
+            grads = _diagonal_grads(rows_first, scaled_q, k, v, probs, ctx.scale, with_q)
+            grads = tuple(_functorch._add_batch_dim(g, 0, level) for g in grads)
+        else:
+            grads = _diagonal_grads(grad, scaled_q, k, v, probs, ctx.scale, with_q)
         return grads if with_q else (None, *grads)
 
 
@@ -167,6 +210,29 @@ def _dense_grads(
     grad_v = torch.einsum("bhst,...bshd->...bthd", probs, grad)
     grad_scores = probs * (grad_probs - (grad_probs * probs).sum(-1, keepdim=True))
     grad_k = torch.einsum("...bhst,bshd->...bthd", grad_scores, scaled_q)
+    if not with_q:
+        return grad_k, grad_v
+    grad_q = torch.einsum("...bhst,bthd->...bshd", grad_scores, k).mul_(scale)
+    return grad_q, grad_k, grad_v
+
+
+def _diagonal_grads(
+    grad: Tensor,
+    scaled_q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    probs: Tensor,
+    scale: float,
+    with_q: bool = True,
+) -> tuple[Tensor, ...]:
+    """`_dense_grads` with k's and v's gradients at position t taken from query t alone (the
+    diagonal of the pattern); q's is complete, since query s only ever feeds output s."""
+    grad_probs = torch.einsum("...bshd,bthd->...bhst", grad, v)
+    grad_scores = probs * (grad_probs - (grad_probs * probs).sum(-1, keepdim=True))
+    own_prob = probs.diagonal(dim1=-2, dim2=-1).transpose(-1, -2)[..., None]  # [b, t, h, 1]
+    own_score = grad_scores.diagonal(dim1=-2, dim2=-1).transpose(-1, -2)[..., None]
+    grad_v = own_prob * grad
+    grad_k = own_score * scaled_q
     if not with_q:
         return grad_k, grad_v
     grad_q = torch.einsum("...bhst,bthd->...bshd", grad_scores, k).mul_(scale)
