@@ -1,6 +1,6 @@
 // The page: wires the panels to one view-state store, loads data (Database or File mode) and
 // turns the loaded graph plus the state into the scene the graph view draws.
-import { Api, type EdgeHit, type Meta, type PromptGraph } from "./api/client";
+import { Api, type ComputedGraph, type EdgeHit, type Meta, type ModelInfo, type PromptGraph } from "./api/client";
 import { ComponentStore } from "./components";
 import { naturalLayerOrder } from "./graph/layout";
 import { exportJson, exportPng, exportSvg, type Picture } from "./exports";
@@ -13,6 +13,8 @@ import { LIMITS, SIZES } from "./limits";
 import { Controls } from "./panels/controls";
 import { GraphView } from "./panels/graphView";
 import { ComponentBrowser } from "./panels/componentBrowser";
+import { InterventionDock, type InterventionTarget } from "./panels/intervention";
+import { OwnPrompt } from "./panels/ownPrompt";
 import { PinsPanel } from "./panels/pins";
 import { PromptList, isMissing } from "./panels/prompts";
 import { PromptText } from "./panels/promptText";
@@ -22,10 +24,14 @@ import { record } from "./perf";
 import { ViewStore } from "./state";
 import { componentCard, type HereInfo } from "./ui/card";
 import { h } from "./ui/dom";
+import { problemLine } from "./ui/effects";
 import { edgeCardContent, nodeEdgesSection, pseudoNodeCard } from "./ui/graphCards";
 import { readUrl, sameEdge, type EdgeRef, type ViewState } from "./url";
 
 type Mode = "db" | "file";
+
+const NO_MODEL =
+  "This server holds no model, so it computes no graphs for new text and runs no interventions: start it with `locattr serve --db DB --model RUN`.";
 
 interface Loaded {
   raw: PromptGraph;
@@ -48,6 +54,8 @@ export class App {
   private readonly store: ViewStore;
   private readonly components = new ComponentStore();
   private meta: Meta | null = null;
+  /** The model the server holds (null: none, or not known yet). */
+  private model: ModelInfo | null = null;
   private layerOrder: string[] = [];
   private loaded: Loaded | null = null;
   private scene: Scene | null = null;
@@ -66,6 +74,8 @@ export class App {
   private readonly browser: ComponentBrowser;
   private readonly tabs: { prompts: HTMLButtonElement; components: HTMLButtonElement };
   private readonly promptText: PromptText;
+  private readonly ownPrompt: OwnPrompt;
+  private readonly dock: InterventionDock;
   private readonly top: { modeDb: HTMLButtonElement; modeFile: HTMLButtonElement; fileLabel: HTMLElement; dbStatus: HTMLElement; apiDocs: HTMLElement };
   private readonly dbPanels: HTMLElement;
   private readonly dbOnly: HTMLElement;
@@ -88,6 +98,11 @@ export class App {
         if (this.store.get().edgeSearch) this.store.set({ edgeSearch: null });
       },
       closeEdge: () => this.store.set({ edgeSearch: null }, "push"),
+      changed: () => {
+        this.dock.setSearch(this.search.spec());
+        this.syncSearchIntervention();
+      },
+      intervene: () => void this.dock.runSearch(),
     });
     this.controls = new Controls(this.store, {
       fit: () => this.graph.renderer.fit(),
@@ -129,6 +144,12 @@ export class App {
       findPrompts,
     });
     this.promptText = new PromptText(this.store);
+    this.ownPrompt = new OwnPrompt((text) => this.openText(text));
+    this.dock = new InterventionDock(this.api, {
+      focus: (pos) => this.store.set({ focus: pos }),
+      open: (id) => this.openPrompt(id),
+      changed: () => this.syncSearchIntervention(),
+    });
     this.top = this.buildTopbar();
     const tab = (name: "prompts" | "components", label: string) =>
       h("button", { testid: `tab-${name}`, class: "tab", onclick: () => this.showTab(name) }, label);
@@ -136,6 +157,7 @@ export class App {
     this.dbPanels = h(
       "div",
       { class: "db-only" },
+      this.ownPrompt.element,
       h("div", { class: "tabs", attrs: { role: "tablist" } }, this.tabs.prompts, this.tabs.components),
       this.prompts.element,
       this.browser.element,
@@ -200,7 +222,7 @@ export class App {
         apiDocs,
         toggle("right"),
       ),
-      h("div", { class: "layout" }, left, h("main", { class: "center" }, this.controls.element, this.promptText.element, this.graph.element, this.graph.legend), right),
+      h("div", { class: "layout" }, left, h("main", { class: "center" }, this.controls.element, this.promptText.element, this.graph.element, this.graph.legend, this.dock.element), right),
     );
     if (window.innerWidth < 1100) this.root.classList.add("right-collapsed");
     this.syncToggles();
@@ -239,13 +261,14 @@ export class App {
     this.dbPanels.hidden = mode !== "db";
     this.dbOnly.hidden = mode === "db";
     this.controls.setFileMode(mode === "file");
+    this.dock.setAvailable(mode === "db" && this.model !== null);
     this.promptRequest?.abort();
     this.showGraph(null);
     if (mode === "file") {
       this.components.configure(null, []);
       this.selection.configure(null);
       // the database's prompt, selection, focus and edge search mean nothing for a file
-      if (!initial) this.store.set({ prompt: null, selected: null, trace: null, focus: null, edgeSearch: null });
+      if (!initial) this.store.set({ prompt: null, text: null, selected: null, trace: null, focus: null, edgeSearch: null });
       if (location.protocol !== "file:") window.history.replaceState(null, "", location.pathname);
       this.top.dbStatus.textContent = "File mode: no server needed";
       this.graph.setStatus("Open a graph JSON exported from this page (Export JSON).", "idle");
@@ -259,6 +282,11 @@ export class App {
   private async startDatabase(): Promise<void> {
     this.graph.setStatus("Connecting to the server…", "loading");
     this.top.dbStatus.textContent = "connecting…";
+    // a server without `/api/model` (older than the interactive endpoints) holds no model
+    const model = this.api.model().then(
+      (answer) => ({ model: answer.model, why: NO_MODEL }),
+      (error: unknown) => ({ model: null, why: `Could not ask the server for its model: ${message(error)}.` }),
+    );
     try {
       this.meta = await this.api.meta();
     } catch (error) {
@@ -269,7 +297,12 @@ export class App {
       });
       return;
     }
+    const held = await model;
     if (this.mode !== "db") return;
+    this.model = held.model;
+    this.ownPrompt.setModel(held.model, held.why);
+    this.dock.setAvailable(held.model !== null);
+    this.syncSearchIntervention();
     this.layerOrder = this.meta.layers.map((layer) => layer.name);
     this.components.configure(this.api, this.layerOrder);
     this.browser.setLayers(this.layerOrder);
@@ -278,7 +311,12 @@ export class App {
     const run = typeof this.meta.meta.run === "string" ? this.meta.meta.run : "database";
     const n = this.meta.prompt_count;
     this.top.dbStatus.textContent = `${run} · ${n.toLocaleString()} prompt${n === 1 ? "" : "s"}`;
-    const wanted = this.store.get().prompt;
+    const { prompt: wanted, text } = this.store.get();
+    if (text !== null) {
+      void this.prompts.load(null);
+      void this.loadText(text);
+      return;
+    }
     if (wanted !== null) {
       void this.prompts.load(null).then(() => this.prompts.reveal(wanted));
       void this.loadPrompt(wanted);
@@ -288,6 +326,12 @@ export class App {
     const first = this.prompts.first();
     if (first) this.store.set({ prompt: first.id }, "replace");
     else this.graph.setStatus("This database has no prompts yet.", "idle");
+  }
+
+  /** Show the graph of a prompt of one's own (computed by the server's model). */
+  private openText(text: string): void {
+    if (text === this.store.get().text) void this.loadText(text);
+    else this.store.set({ text, selected: null, trace: null, focus: null }, "push");
   }
 
   /** Open a prompt from a list: prompt-specific state (selection, trace, focus) is reset. */
@@ -358,6 +402,41 @@ export class App {
     this.showGraph(raw, performance.now(), keepView);
   }
 
+  private async loadText(text: string, keepView = false): Promise<void> {
+    this.promptRequest?.abort();
+    const request = new AbortController();
+    this.promptRequest = request;
+    this.prompts.mark(null);
+    this.search.mark(null);
+    this.ownPrompt.setText(text);
+    if (!this.model) {
+      this.showGraph(null);
+      this.graph.setStatus(NO_MODEL, "error");
+      this.ownPrompt.setStatus(NO_MODEL, "error");
+      return;
+    }
+    this.graph.setStatus("Computing the graph of your prompt…", "loading");
+    this.ownPrompt.setStatus("Computing its graph…", "loading");
+    const { filters, normalize } = this.store.get();
+    let raw: ComputedGraph;
+    try {
+      raw = await this.api.graph({ text, top_k: filters.topK, min_abs: filters.minAbs, normalize }, request.signal);
+    } catch (error) {
+      if (isAbort(error) || request.signal.aborted) return;
+      const line = problemLine(error, "Computing the graph of your prompt");
+      this.showGraph(null);
+      this.graph.setStatus(line, "error", { label: "Retry", run: () => void this.loadText(text) });
+      this.ownPrompt.setStatus(line, "error");
+      return;
+    }
+    if (request.signal.aborted || this.mode !== "db") return;
+    this.promptRequest = null;
+    const n = raw.tokens.length;
+    const unknown = raw.unknown_tokens ? `, ${raw.unknown_tokens} unknown to the tokenizer` : "";
+    this.ownPrompt.setStatus(`${n} token${n === 1 ? "" : "s"}${unknown} · ${raw.n_nodes_total.toLocaleString()} nodes, ${raw.n_edges_total.toLocaleString()} edges${raw.cached ? " (cached)" : ""}`, "ready");
+    this.showGraph(raw, performance.now(), keepView);
+  }
+
   private async openFile(file: File): Promise<void> {
     this.graph.setStatus(`Opening ${file.name}…`, "loading");
     try {
@@ -392,8 +471,30 @@ export class App {
     }
     this.loaded = loaded;
     record("render:columns", performance.now() - t0);
-    this.promptText.render(raw ? raw.tokens : null, raw ? (this.mode === "file" ? `${this.fileName} ` : `#${raw.id} `) : "");
+    this.promptText.render(raw ? raw.tokens : null, this.graphTitle());
+    this.dock.setTarget(this.interventionTarget(), this.graphTitle().trim());
     this.rebuild(keepView, started);
+  }
+
+  /** How the shown graph is named above it: the file, the stored prompt, or "your prompt". */
+  private graphTitle(): string {
+    const raw = this.loaded?.raw;
+    if (!raw) return "";
+    if (this.mode === "file") return `${this.fileName} `;
+    return raw.id === 0 ? "your prompt " : `#${raw.id} `;
+  }
+
+  /** What an intervention runs on: the shown stored prompt or one's own text (null: none). */
+  private interventionTarget(): InterventionTarget | null {
+    const raw = this.loaded?.raw;
+    if (!raw || this.mode !== "db") return null;
+    if (raw.id > 0) return { prompt: raw.id };
+    const text = this.store.get().text;
+    return text !== null ? { text } : null;
+  }
+
+  private syncSearchIntervention(): void {
+    this.search.setIntervention(this.model && this.mode === "db" ? this.dock.searchAction() : null);
   }
 
   private selectedIndex(): number {
@@ -461,7 +562,9 @@ export class App {
     }
     const serverSide =
       state.filters.topK !== previous.filters.topK || state.filters.minAbs !== previous.filters.minAbs || state.normalize !== previous.normalize;
-    if (this.mode === "db" && state.prompt !== null && (state.prompt !== previous.prompt || serverSide)) {
+    if (this.mode === "db" && state.text !== null && (state.text !== previous.text || serverSide)) {
+      void this.loadText(state.text, state.text === previous.text);
+    } else if (this.mode === "db" && state.prompt !== null && (state.prompt !== previous.prompt || serverSide)) {
       void this.loadPrompt(state.prompt, state.prompt === previous.prompt);
       if (state.prompt !== previous.prompt) void this.prompts.reveal(state.prompt);
     } else if (
@@ -476,8 +579,9 @@ export class App {
       this.renderSide();
     }
     if (state.focus !== previous.focus && this.loaded) {
-      this.promptText.render(this.loaded.raw.tokens, this.mode === "file" ? `${this.fileName} ` : `#${this.loaded.raw.id} `);
+      this.promptText.render(this.loaded.raw.tokens, this.graphTitle());
     }
+    if (state.focus !== previous.focus) this.dock.setFocus(state.focus);
   }
 
   private onPopState(): void {
@@ -494,6 +598,8 @@ export class App {
     const { pinned, excluded } = this.store.get();
     this.pins.render(pinned, excluded, (key) => (this.loaded ? this.hereInfo(key, null) : null));
     this.search.setKeys(pinned, excluded);
+    this.dock.setPins(pinned);
+    this.syncSearchIntervention();
   }
 
   // ---- hover, click, pins ---------------------------------------------------------------------

@@ -64,4 +64,8 @@ export const SIZES = {
   /** Strongest incoming and outgoing edges listed in a node card. */
   nodeEdges: 8,
   hoverNodeEdges: 4,
+  /** Top tokens per position and model in an intervention's table (at first). */
+  interventionTopK: 3,
+  /** Most prompts of a search that one intervention over the search runs on. */
+  interventionSearch: 100,
 } as const;

@@ -18,6 +18,9 @@ export class ViewStore {
   set(patch: Partial<ViewState>, history: History = "replace"): void {
     const previous = this.state;
     this.state = { ...previous, ...patch };
+    // a stored prompt and a prompt of one's own are two ways to name the one shown graph
+    if (patch.prompt != null) this.state.text = null;
+    else if (patch.text != null) this.state.prompt = null;
     if (!this.state.selected) this.state.trace = null;
     if (this.state.excluded.some((key) => !this.state.pinned.includes(key))) {
       this.state.excluded = this.state.excluded.filter((key) => this.state.pinned.includes(key));

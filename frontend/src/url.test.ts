@@ -3,12 +3,13 @@ import { DEFAULT_FILTERS } from "./graph/filter";
 import { LIMITS } from "./limits";
 import { readUrl, writeUrl, type ViewState } from "./url";
 
-const BASE: ViewState = { prompt: null, pinned: [], excluded: [], filters: { ...DEFAULT_FILTERS }, normalize: "none", selected: null, trace: null, focus: null, edgeSearch: null };
+const BASE: ViewState = { prompt: null, text: null, pinned: [], excluded: [], filters: { ...DEFAULT_FILTERS }, normalize: "none", selected: null, trace: null, focus: null, edgeSearch: null };
 
 describe("URL state", () => {
   it("round-trips prompt, pins, selection, trace, focus and non-default controls", () => {
     const state: ViewState = {
       prompt: 12,
+      text: null,
       pinned: ["h.0.mlp.c_fc:3", "h.1.attn.o_proj:7"],
       excluded: ["h.1.attn.o_proj:7"],
       filters: { ...DEFAULT_FILTERS, topK: 500, ciThreshold: 0.2 },
@@ -58,5 +59,17 @@ describe("URL state", () => {
       expect(state.edgeSearch).toBeNull();
       expect(problems.join(" | ")).toMatch(/is not SOURCE,TARGET/);
     }
+  });
+
+  it("carries a prompt of one's own as text, which wins over a prompt id", () => {
+    const state: ViewState = { ...BASE, text: "Once upon a time, 50% & more?\nYes", pinned: ["a.b:1"] };
+    const search = writeUrl(state);
+    expect(search.startsWith("?text=Once%20upon%20a%20time%2C%2050%25%20%26%20more%3F%0AYes&pinned=")).toBe(true);
+    expect(readUrl(search)).toEqual({ state, problems: [] });
+    const both = readUrl("?prompt=3&text=hi");
+    expect(both.state.prompt).toBeNull();
+    expect(both.state.text).toBe("hi");
+    expect(both.problems.join(" | ")).toMatch(/the text is shown/);
+    expect(readUrl("?text=%20%20").state.text).toBeNull();
   });
 });

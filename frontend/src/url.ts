@@ -1,5 +1,6 @@
 // The view's state in the address bar: `?prompt=ID&pinned=KEY,KEY&node=KEY@POS&focus=POS&trace=up`
-// `&edge=SOURCE,TARGET` (+ non-default controls). Reading reports what it had to drop, so the page
+// `&edge=SOURCE,TARGET` (+ non-default controls); `?text=...` instead of `prompt` names a prompt
+// of one's own, whose graph the server computes. Reading reports what it had to drop, so the page
 // can say so.
 import type { Normalize } from "./api/client";
 import type { FilterOptions } from "./graph/filter";
@@ -30,7 +31,10 @@ export interface Trace {
 }
 
 export interface ViewState {
+  /** The stored prompt shown (null with `text`, or before one is chosen). */
   prompt: number | null;
+  /** A prompt of one's own, computed by the server's model (null: a stored prompt). */
+  text: string | null;
   pinned: string[];
   /** Pins marked "must not fire": searches exclude them (a subset of `pinned`). */
   excluded: string[];
@@ -82,6 +86,11 @@ export function readUrl(search: string): ParsedUrl {
   const promptOk = rawPrompt !== null && /^\d+$/.test(rawPrompt) && prompt > 0;
   if (rawPrompt !== null && !promptOk) problems.push(`prompt=${rawPrompt} is not a prompt id`);
 
+  const rawText = params.get("text");
+  const text = rawText !== null && rawText.trim() !== "" ? rawText : null;
+  if (rawText !== null && text === null) problems.push("text= is empty");
+  if (text !== null && promptOk) problems.push(`prompt=${rawPrompt} and text both given: the text is shown`);
+
   const pinned: string[] = [];
   for (const raw of (params.get("pinned") ?? "").split(",")) {
     const key = raw.trim();
@@ -126,7 +135,8 @@ export function readUrl(search: string): ParsedUrl {
 
   return {
     state: {
-      prompt: promptOk ? prompt : null,
+      prompt: promptOk && text === null ? prompt : null,
+      text,
       pinned,
       excluded,
       filters: {
@@ -152,6 +162,7 @@ const readableKey = (key: string): string => encodeURIComponent(key).replace(/%3
 export function writeUrl(state: ViewState): string {
   const parts: string[] = [];
   if (state.prompt !== null) parts.push(`prompt=${state.prompt}`);
+  if (state.text !== null) parts.push(`text=${encodeURIComponent(state.text)}`);
   if (state.pinned.length) parts.push(`pinned=${state.pinned.map(readableKey).join(",")}`);
   if (state.excluded.length) parts.push(`excluded=${state.excluded.map(readableKey).join(",")}`);
   if (state.selected) parts.push(`node=${readableKey(state.selected.key)}@${state.selected.pos}`);

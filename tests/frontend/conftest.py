@@ -70,6 +70,15 @@ def app_url(demo_db: Path) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def model_app_url(demo_db: Path) -> Iterator[str]:
+    """The same database served with the demo model held (`locattr serve --model demo`): graphs
+    of typed prompts and interventions."""
+    settings = Settings(db=str(demo_db), frontend_dir=built_frontend(), model="demo")
+    with running_server(settings) as url:
+        yield url
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     # module scope: Playwright's sync API keeps an asyncio loop marked as running in this

@@ -19,6 +19,18 @@ export type Partner = Schemas["Partner"];
 export type EdgeSearchResults = Schemas["EdgeSearchResults"];
 export type EdgeHit = Schemas["EdgeHit"];
 export type Normalize = PromptGraph["normalize"];
+export type ServerModel = Schemas["ServerModel"];
+export type ModelInfo = Schemas["ModelInfo"];
+export type ComputedGraph = Schemas["ComputedGraph"];
+export type InterventionSpec = Schemas["InterventionSpec"];
+export type InterventionMode = InterventionSpec["mode"];
+export type InterventionResult = Schemas["InterventionResult"];
+export type PositionEffect = Schemas["PositionEffect"];
+export type TokenProb = Schemas["TokenProb"];
+export type InterventionAggregate = Schemas["InterventionAggregate"];
+export type EffectDistribution = Schemas["EffectDistribution"];
+export type PromptEffectSummary = Schemas["PromptEffectSummary"];
+export type InterventionSearchEvent = Schemas["InterventionSearchEvent"];
 
 type Query<P extends keyof paths> = paths[P]["get"] extends { parameters: { query?: infer Q } }
   ? NonNullable<Q>
@@ -30,12 +42,19 @@ export type ComponentsQuery = Query<"/api/components">;
 export type EdgeSearchQuery = Query<"/api/search/edges">;
 export type PartnerDirection = PartnerList["direction"];
 
-/** A 4xx/5xx answer: the API's `{error, detail}` body, or what the network said. */
+type Body<P extends keyof paths> = paths[P] extends { post: { requestBody: { content: { "application/json": infer B } } } } ? B : never;
+export type GraphRequest = Body<"/api/graphs">;
+export type InterventionRequest = Body<"/api/interventions">;
+export type SearchInterventionRequest = Body<"/api/interventions/search">;
+
+/** A 4xx/5xx answer: the API's `{error, detail}` body, or what the network said;
+ * `retryAfter`: the seconds a 503 asks the client to wait, when it says. */
 export class ApiError extends Error {
   constructor(
     readonly status: number,
     readonly code: string,
     detail: string,
+    readonly retryAfter: number | null = null,
   ) {
     super(detail);
     this.name = "ApiError";
@@ -53,10 +72,11 @@ function url(base: string, path: string, params?: Params): string {
   return `${base}${path}${query ? `?${query}` : ""}`;
 }
 
-async function getJson<T>(base: string, path: string, params?: Params, signal?: AbortSignal): Promise<T> {
+/** The response to `init` at `path`, or an ApiError (aborts are rethrown as they are). */
+async function send(base: string, path: string, init: RequestInit, params?: Params): Promise<Response> {
   let response: Response;
   try {
-    response = await fetch(url(base, path, params), { signal, headers: { accept: "application/json" } });
+    response = await fetch(url(base, path, params), init);
   } catch (error) {
     if (error instanceof DOMException && error.name === "AbortError") throw error;
     throw new ApiError(0, "network", `cannot reach the locattr server at ${base || location.origin}`);
@@ -64,13 +84,28 @@ async function getJson<T>(base: string, path: string, params?: Params, signal?: 
   if (!response.ok) {
     const body: unknown = await response.json().catch(() => null);
     const parsed = body as Partial<Schemas["ErrorBody"]> | null;
+    const retry = Number(response.headers.get("retry-after"));
     throw new ApiError(
       response.status,
       parsed?.error ?? `http_${response.status}`,
       parsed?.detail ?? `${response.status} ${response.statusText} from ${path}`,
+      response.headers.has("retry-after") && Number.isFinite(retry) ? retry : null,
     );
   }
+  return response;
+}
+
+async function getJson<T>(base: string, path: string, params?: Params, signal?: AbortSignal): Promise<T> {
+  const response = await send(base, path, { signal, headers: { accept: "application/json" } }, params);
   return (await response.json()) as T;
+}
+
+function post(base: string, path: string, body: unknown, signal?: AbortSignal, accept = "application/json"): Promise<Response> {
+  return send(base, path, { method: "POST", signal, body: JSON.stringify(body), headers: { accept, "content-type": "application/json" } });
+}
+
+async function postJson<T>(base: string, path: string, body: unknown, signal?: AbortSignal): Promise<T> {
+  return (await (await post(base, path, body, signal)).json()) as T;
 }
 
 /** The API at `base` ("" = the page's own origin, as when the server serves this page). */
@@ -121,4 +156,50 @@ export class Api {
   componentDetails(keys: string[], examples: number): Promise<ComponentDetails> {
     return getJson(this.base, "/api/component_details", { keys: keys.join(","), examples });
   }
+
+  /** The model the server holds for computing graphs and interventions (`model` null: none). */
+  model(): Promise<ServerModel> {
+    return getJson(this.base, "/api/model");
+  }
+
+  /** The graph of a prompt of one's own, computed now (nothing is stored). */
+  graph(body: GraphRequest, signal?: AbortSignal): Promise<ComputedGraph> {
+    return postJson(this.base, "/api/graphs", body, signal);
+  }
+
+  /** Per-position predictions of one prompt with components ablated or kept alone. */
+  intervene(body: InterventionRequest, signal?: AbortSignal): Promise<InterventionResult> {
+    return postJson(this.base, "/api/interventions", body, signal);
+  }
+
+  /** One intervention over a search's prompts: `onEvent` hears each line of the stream (start,
+   * one per prompt, then done or error) as it arrives. */
+  async interveneSearch(body: SearchInterventionRequest, onEvent: (event: InterventionSearchEvent) => void, signal?: AbortSignal): Promise<void> {
+    const response = await post(this.base, "/api/interventions/search", body, signal, "application/x-ndjson");
+    await readLines(response, (line) => onEvent(JSON.parse(line) as InterventionSearchEvent));
+  }
+}
+
+/** Each non-empty line of a streamed body, as it arrives (the last may lack its newline). */
+export async function readLines(response: Response, onLine: (line: string) => void): Promise<void> {
+  if (!response.body) throw new ApiError(0, "stream", "the server's answer has no body");
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let rest = "";
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    rest = splitLines(rest + value, onLine);
+  }
+  if (rest.trim()) onLine(rest);
+}
+
+/** Hands every complete line of `text` to `onLine`; returns the incomplete tail. */
+export function splitLines(text: string, onLine: (line: string) => void): string {
+  let start = 0;
+  for (let end = text.indexOf("\n"); end >= 0; end = text.indexOf("\n", start)) {
+    const line = text.slice(start, end);
+    if (line.trim()) onLine(line);
+    start = end + 1;
+  }
+  return text.slice(start);
 }

@@ -285,6 +285,99 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/model": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Model Info
+         * @description The model this server holds for `POST /api/graphs` and `/api/interventions` (null when
+         *     it was started without `--model`), with its limits and load.
+         */
+        get: operations["getModelInfo"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/graphs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Post Graph
+         * @description The graph of a prompt of your own (`text` or `token_ids`), computed by the held model
+         *     with the database's recorded thresholds and nodes (unless given), pruned as
+         *     `/api/prompt/{id}` prunes: the same response, with `id` 0. Nothing is stored; recent graphs
+         *     are kept in a cache bounded in bytes, keyed by tokens and thresholds.
+         */
+        post: operations["postGraph"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/interventions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Run Intervention
+         * @description Ablate components (or keep only them), optionally at some positions, on one prompt
+         *     (`text`, `token_ids` or a stored `prompt_id`): per position the top tokens of the target
+         *     model, the CI-masked component model and the intervened model, and the change (intervened
+         *     minus CI-masked) in log-probability of the token that follows and of the target's top
+         *     token. Ablating nothing reproduces the CI-masked model.
+         */
+        post: operations["runIntervention"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/interventions/search": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Run Intervention Search
+         * @description One intervention over the prompts a search returns (the first `limit`, best first):
+         *     per prompt the mean and worst change in log-probability of the next token (and of the
+         *     target's top token) at the positions where the searched components fire, and whether the
+         *     top-1 token changed there, each as `/api/interventions` measures it; then the aggregate
+         *     over prompts (mean and quantiles, share whose top-1 changed). Streamed as NDJSON with
+         *     progress; a client that disconnects stops it.
+         */
+        post: operations["runInterventionSearch"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -490,6 +583,122 @@ export interface components {
              */
             ci_sum: number;
         };
+        /**
+         * ComputedGraph
+         * @description A graph computed now for a prompt that need not be stored: `PromptGraph`'s fields, with
+         *     `id` 0 (no stored prompt) and `source` saying what was sent, and how it was computed.
+         * @example {
+         *       "edges": [
+         *         {
+         *           "source": 0,
+         *           "target": 1,
+         *           "value": -0.125
+         *         }
+         *       ],
+         *       "id": 1,
+         *       "n_edges_dropped": 0,
+         *       "n_edges_total": 1,
+         *       "n_nodes_total": 2,
+         *       "nodes": [
+         *         {
+         *           "ci": 0.75,
+         *           "component": 3,
+         *           "layer": "h.0.mlp.c_fc",
+         *           "pos": 1
+         *         },
+         *         {
+         *           "ci": 0.5,
+         *           "component": 5,
+         *           "layer": "h.0.mlp.down_proj",
+         *           "pos": 1
+         *         }
+         *       ],
+         *       "normalize": "none",
+         *       "source": {
+         *         "dataset": "demo",
+         *         "index": 0
+         *       },
+         *       "token_ids": [
+         *         5,
+         *         6
+         *       ],
+         *       "tokens": [
+         *         "Once",
+         *         " upon"
+         *       ]
+         *     }
+         */
+        ComputedGraph: {
+            /** Id */
+            id: number;
+            /** Tokens */
+            tokens: string[];
+            /** Token Ids */
+            token_ids: number[];
+            /** Source */
+            source: {
+                [key: string]: unknown;
+            };
+            /** Nodes */
+            nodes: components["schemas"]["Node"][];
+            /** Edges */
+            edges: components["schemas"]["Edge"][];
+            /**
+             * N Nodes Total
+             * @description Alive nodes in the stored graph.
+             */
+            n_nodes_total: number;
+            /**
+             * N Edges Total
+             * @description Edges in the stored graph.
+             */
+            n_edges_total: number;
+            /**
+             * N Edges Dropped
+             * @description Stored edges left out by the pruning parameters.
+             */
+            n_edges_dropped: number;
+            /**
+             * Normalize
+             * @enum {string}
+             */
+            normalize: "none" | "l1_target" | "l2_target";
+            /**
+             * Mean Ci
+             * @description Dataset mean CI of the graph's components by key `layer:index`, for those that have one (from their activation contexts).
+             */
+            mean_ci?: {
+                [key: string]: number;
+            };
+            /**
+             * Prompt Counts
+             * @description How many stored prompts each of the graph's components fires in, by key (with `/api/meta`'s prompt_count: the share of prompts; rare components are specific).
+             */
+            prompt_counts?: {
+                [key: string]: number;
+            };
+            /**
+             * Output Tokens
+             * @description Text of the tokens the `output` nodes predict, by token id (their `component`), when the database stores the vocabulary.
+             */
+            output_tokens?: {
+                [key: string]: string;
+            };
+            /**
+             * Unknown Tokens
+             * @description Tokens the tokenizer did not know ([UNK]).
+             */
+            unknown_tokens: number;
+            /** Ci Threshold */
+            ci_threshold: number;
+            /** Attr Threshold */
+            attr_threshold: number;
+            /**
+             * Cached
+             * @description Whether the graph came from the cache of recent graphs.
+             */
+            cached: boolean;
+        };
         /** Edge */
         Edge: {
             /**
@@ -593,6 +802,33 @@ export interface components {
             results: components["schemas"]["EdgeHit"][];
         };
         /**
+         * EffectDistribution
+         * @description Mean and quantiles of one per-prompt value over prompts.
+         */
+        EffectDistribution: {
+            /**
+             * N
+             * @description Prompts that have the value.
+             */
+            n: number;
+            /** Mean */
+            mean: number;
+            /** Min */
+            min: number;
+            /** P05 */
+            p05: number;
+            /** P25 */
+            p25: number;
+            /** P50 */
+            p50: number;
+            /** P75 */
+            p75: number;
+            /** P95 */
+            p95: number;
+            /** Max */
+            max: number;
+        };
+        /**
          * ErrorBody
          * @description Every 4xx/5xx body: what was wrong and what is accepted.
          * @example {
@@ -612,6 +848,87 @@ export interface components {
              */
             detail: string;
         };
+        /** GraphOfText */
+        GraphOfText: {
+            /**
+             * Top K
+             * @description Keep this many strongest edges.
+             * @default 1000
+             */
+            top_k: number;
+            /**
+             * Min Abs
+             * @description Drop edges weaker than this (normalised).
+             * @default 0
+             */
+            min_abs: number;
+            /**
+             * Normalize
+             * @description Divide by the norm of each target's incoming edges.
+             * @default none
+             * @enum {string}
+             */
+            normalize: "none" | "l1_target" | "l2_target";
+            /**
+             * Layers
+             * @description Layers to keep (default all).
+             */
+            layers?: string[] | null;
+            /**
+             * Ci Threshold
+             * @description Nodes are the components with CI at least this (default: the database's).
+             */
+            ci_threshold?: number | null;
+            /**
+             * Attr Threshold
+             * @description Edges are kept with |value| at least this (default: the database's).
+             */
+            attr_threshold?: number | null;
+            /**
+             * Text
+             * @description The prompt, tokenized as locattr-generate tokenizes text prompts.
+             */
+            text: string;
+        };
+        /** GraphOfTokens */
+        GraphOfTokens: {
+            /**
+             * Top K
+             * @description Keep this many strongest edges.
+             * @default 1000
+             */
+            top_k: number;
+            /**
+             * Min Abs
+             * @description Drop edges weaker than this (normalised).
+             * @default 0
+             */
+            min_abs: number;
+            /**
+             * Normalize
+             * @description Divide by the norm of each target's incoming edges.
+             * @default none
+             * @enum {string}
+             */
+            normalize: "none" | "l1_target" | "l2_target";
+            /**
+             * Layers
+             * @description Layers to keep (default all).
+             */
+            layers?: string[] | null;
+            /**
+             * Ci Threshold
+             * @description Nodes are the components with CI at least this (default: the database's).
+             */
+            ci_threshold?: number | null;
+            /**
+             * Attr Threshold
+             * @description Edges are kept with |value| at least this (default: the database's).
+             */
+            attr_threshold?: number | null;
+            /** Token Ids */
+            token_ids: number[];
+        };
         /** Health */
         Health: {
             /**
@@ -621,6 +938,114 @@ export interface components {
             status: "ok";
             /** Prompt Count */
             prompt_count: number;
+        };
+        /** InterventionAggregate */
+        InterventionAggregate: {
+            /** N Prompts */
+            n_prompts: number;
+            mean_delta_logprob_next: components["schemas"]["EffectDistribution"] | null;
+            worst_delta_logprob_next: components["schemas"]["EffectDistribution"] | null;
+            mean_delta_logprob_top: components["schemas"]["EffectDistribution"] | null;
+            /**
+             * Share Top1 Changed
+             * @description Share of prompts whose top-1 token changed.
+             */
+            share_top1_changed: number;
+        };
+        /** InterventionOnPrompt */
+        InterventionOnPrompt: {
+            intervention: components["schemas"]["InterventionSpec"];
+            /**
+             * Top K
+             * @description Top tokens per position and model (at most the vocabulary).
+             * @default 5
+             */
+            top_k: number;
+            /**
+             * Prompt Id
+             * @description A stored prompt's id.
+             */
+            prompt_id: number;
+        };
+        /** InterventionOnText */
+        InterventionOnText: {
+            intervention: components["schemas"]["InterventionSpec"];
+            /**
+             * Top K
+             * @description Top tokens per position and model (at most the vocabulary).
+             * @default 5
+             */
+            top_k: number;
+            /** Text */
+            text: string;
+        };
+        /** InterventionOnTokens */
+        InterventionOnTokens: {
+            intervention: components["schemas"]["InterventionSpec"];
+            /**
+             * Top K
+             * @description Top tokens per position and model (at most the vocabulary).
+             * @default 5
+             */
+            top_k: number;
+            /** Token Ids */
+            token_ids: number[];
+        };
+        /** InterventionResult */
+        InterventionResult: {
+            /**
+             * Prompt Id
+             * @description The stored prompt, when one was named.
+             */
+            prompt_id: number | null;
+            /** Tokens */
+            tokens: string[];
+            /** Token Ids */
+            token_ids: number[];
+            /** Unknown Tokens */
+            unknown_tokens: number;
+            /** @description As applied (keys normalised). */
+            intervention: components["schemas"]["InterventionSpec"];
+            /** Positions */
+            positions: components["schemas"]["PositionEffect"][];
+        };
+        /**
+         * InterventionSearchEvent
+         * @description One line of the NDJSON stream of `/api/interventions/search`.
+         */
+        InterventionSearchEvent: components["schemas"]["SearchStarted"] | components["schemas"]["PromptEffectSummary"] | components["schemas"]["SearchFinished"] | components["schemas"]["SearchFailed"];
+        /** InterventionSearchRequest */
+        InterventionSearchRequest: {
+            search: components["schemas"]["SearchQuery"];
+            intervention: components["schemas"]["InterventionSpec"];
+            /**
+             * Limit
+             * @description Run on the first this many results.
+             * @default 50
+             */
+            limit: number;
+        };
+        /**
+         * InterventionSpec
+         * @description Components to ablate, or to keep alone, on top of the CI-masked model.
+         */
+        InterventionSpec: {
+            /**
+             * Mode
+             * @description `ablate`: zero the listed components' masks; `keep_only`: zero every other component's (in every decomposed layer).
+             * @enum {string}
+             */
+            mode: "ablate" | "keep_only";
+            /**
+             * Components
+             * @description Component keys `layer:index` of decomposed layers (none: `ablate` changes nothing and reproduces the CI-masked model).
+             */
+            components?: string[];
+            /**
+             * Positions
+             * @description Token positions where the intervention applies (from 0); null: all. A search skips those past a prompt's end.
+             */
+            positions?: number[] | null;
         };
         /** LayerInfo */
         LayerInfo: {
@@ -649,6 +1074,67 @@ export interface components {
             schema_revision: string;
             /** Locattr Version */
             locattr_version: string;
+        };
+        /**
+         * ModelInfo
+         * @description The model a server holds for computing graphs and interventions.
+         */
+        ModelInfo: {
+            /**
+             * Run
+             * @description The run as given to --model (`demo`, a path, `wandb:...`).
+             */
+            run: string;
+            /** Device */
+            device: string;
+            /**
+             * N Ctx
+             * @description Longest prompt in tokens (null: the model sets none).
+             */
+            n_ctx: number | null;
+            /** Vocab Size */
+            vocab_size: number;
+            /**
+             * Layers
+             * @description Decomposed layers that keys may name.
+             */
+            layers: components["schemas"]["LayerInfo"][];
+            /**
+             * Ci Threshold
+             * @description Default for computed graphs (the database's).
+             */
+            ci_threshold: number;
+            /**
+             * Attr Threshold
+             * @description Default for computed graphs (the database's).
+             */
+            attr_threshold: number;
+            /**
+             * Max Keys
+             * @description Most component keys an intervention may list.
+             */
+            max_keys: number;
+            /** Max Text Chars */
+            max_text_chars: number;
+            /**
+             * Waiting
+             * @description Requests waiting for the model now.
+             */
+            waiting: number;
+            /**
+             * Queue Limit
+             * @description Requests that may wait; beyond them: 503.
+             */
+            queue_limit: number;
+            /**
+             * Cache Entries
+             * @description Graphs in the cache of recent graphs.
+             */
+            cache_entries: number;
+            /** Cache Bytes */
+            cache_bytes: number;
+            /** Cache Max Bytes */
+            cache_max_bytes: number;
         };
         /** Node */
         Node: {
@@ -724,6 +1210,88 @@ export interface components {
              * @description Largest `total_abs` first; ties: model order.
              */
             items: components["schemas"]["Partner"][];
+        };
+        /**
+         * PositionEffect
+         * @description The prediction at `pos` (of the token at `pos + 1`) under the three models.
+         */
+        PositionEffect: {
+            /** Pos */
+            pos: number;
+            /**
+             * Target
+             * @description The target model's top tokens.
+             */
+            target: components["schemas"]["TokenProb"][];
+            /**
+             * Spd
+             * @description The CI-masked component model's top tokens.
+             */
+            spd: components["schemas"]["TokenProb"][];
+            /**
+             * Intervened
+             * @description The intervened model's top tokens.
+             */
+            intervened: components["schemas"]["TokenProb"][];
+            /**
+             * Delta Logprob Next
+             * @description Intervened minus CI-masked log-probability of the token that follows (null at the last position).
+             */
+            delta_logprob_next: number | null;
+            /**
+             * Delta Logprob Top
+             * @description Intervened minus CI-masked log-probability of the target's top token.
+             */
+            delta_logprob_top: number;
+        };
+        /**
+         * PromptEffectSummary
+         * @description One line per prompt, as it is done: the effect at the positions where the searched
+         *     components fire (`positions`), measured as `/api/interventions` does.
+         */
+        PromptEffectSummary: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "prompt";
+            /**
+             * Done
+             * @description Prompts done so far, this one included.
+             */
+            done: number;
+            /** Total */
+            total: number;
+            /** Prompt Id */
+            prompt_id: number;
+            /** Preview */
+            preview: string;
+            /** N Tokens */
+            n_tokens: number;
+            /**
+             * Positions
+             * @description Where the searched components fire.
+             */
+            positions: number[];
+            /**
+             * Mean Delta Logprob Next
+             * @description Mean over `positions` with a next token of `delta_logprob_next`.
+             */
+            mean_delta_logprob_next: number | null;
+            /**
+             * Worst Delta Logprob Next
+             * @description Its minimum (most negative).
+             */
+            worst_delta_logprob_next: number | null;
+            /** Mean Delta Logprob Top */
+            mean_delta_logprob_top: number | null;
+            /** Worst Delta Logprob Top */
+            worst_delta_logprob_top: number | null;
+            /**
+             * Top1 Changed
+             * @description Whether the intervened model's top token differs from the CI-masked model's at any of `positions`.
+             */
+            top1_changed: boolean;
         };
         /**
          * PromptGraph
@@ -856,6 +1424,63 @@ export interface components {
             /** Has Graph */
             has_graph: boolean;
         };
+        /**
+         * SearchFailed
+         * @description Last line when the search stopped early (time limit): the aggregate of the prompts done.
+         */
+        SearchFailed: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "error";
+            /** Error */
+            error: string;
+            /** Detail */
+            detail: string;
+            aggregate: components["schemas"]["InterventionAggregate"];
+        };
+        /** SearchFinished */
+        SearchFinished: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "done";
+            aggregate: components["schemas"]["InterventionAggregate"];
+        };
+        /**
+         * SearchQuery
+         * @description The parameters of `/api/search`, keys as lists.
+         */
+        SearchQuery: {
+            /** Components */
+            components: string[];
+            /**
+             * Mode
+             * @default all
+             * @enum {string}
+             */
+            mode: "all" | "any";
+            /**
+             * Min Ci
+             * @default 0
+             */
+            min_ci: number;
+            /**
+             * Same Position
+             * @default false
+             */
+            same_position: boolean;
+            /** Exclude */
+            exclude?: string[];
+            /**
+             * Rank
+             * @default specificity
+             * @enum {string}
+             */
+            rank: "specificity" | "max_ci";
+        };
         /** SearchResult */
         SearchResult: {
             /** Id */
@@ -966,6 +1591,46 @@ export interface components {
             idf: {
                 [key: string]: number;
             };
+        };
+        /**
+         * SearchStarted
+         * @description First line: how many prompts will be run.
+         */
+        SearchStarted: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "start";
+            /**
+             * Total
+             * @description Prompts to run (at most `limit`).
+             */
+            total: number;
+            /**
+             * Matching
+             * @description Prompts the search matches over all pages.
+             */
+            matching: number;
+            /** Unknown Components */
+            unknown_components: string[];
+        };
+        /**
+         * ServerModel
+         * @description Whether the server holds a model (the prompt box and interventions need one).
+         */
+        ServerModel: {
+            /** @description Null: started without --model. */
+            model: components["schemas"]["ModelInfo"] | null;
+        };
+        /** TokenProb */
+        TokenProb: {
+            /** Token */
+            token: string;
+            /** Token Id */
+            token_id: number;
+            /** Prob */
+            prob: number;
         };
     };
     responses: never;
@@ -1787,6 +2452,296 @@ export interface operations {
                 };
             };
             /** @description The query timed out, or the database or a stored graph is unusable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    getModelInfo: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServerModel"];
+                };
+            };
+            /** @description No such prompt, component or path. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The database cannot answer this yet: its corpus attributions and edge index miss prompts until `locattr db aggregate` rebuilds them. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter is malformed or out of range. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The query timed out, or the database or a stored graph is unusable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    postGraph: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["GraphOfText"] | components["schemas"]["GraphOfTokens"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ComputedGraph"];
+                };
+            };
+            /** @description The body cannot be read (it is not UTF-8 text). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such stored prompt (`prompt_id`) or path. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server holds no model: start it with `--model RUN`. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is longer than the server reads. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The prompt, a key or a position is malformed or does not fit the model. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The model is busy (the queue is full: retry after `Retry-After` seconds) or the time limit passed, or the database is unusable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    runIntervention: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["InterventionOnText"] | components["schemas"]["InterventionOnTokens"] | components["schemas"]["InterventionOnPrompt"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InterventionResult"];
+                };
+            };
+            /** @description The body cannot be read (it is not UTF-8 text). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such stored prompt (`prompt_id`) or path. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server holds no model: start it with `--model RUN`. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is longer than the server reads. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The prompt, a key or a position is malformed or does not fit the model. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The model is busy (the queue is full: retry after `Retry-After` seconds) or the time limit passed, or the database is unusable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    runInterventionSearch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["InterventionSearchRequest"];
+            };
+        };
+        responses: {
+            /** @description Newline-delimited JSON, one `InterventionSearchEvent` per line: `start`, then one `prompt` line per prompt as it is done, then `done` (or `error` when the time limit stopped it) with the aggregate. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/x-ndjson": components["schemas"]["InterventionSearchEvent"];
+                };
+            };
+            /** @description The body cannot be read (it is not UTF-8 text). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such stored prompt (`prompt_id`) or path. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The server holds no model: start it with `--model RUN`. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is longer than the server reads. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The prompt, a key or a position is malformed or does not fit the model. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The model is busy (the queue is full: retry after `Retry-After` seconds) or the time limit passed, or the database is unusable. */
             503: {
                 headers: {
                     [name: string]: unknown;

@@ -5,6 +5,7 @@ import { SIZES } from "../limits";
 import { format, h, replace, signed } from "../ui/dom";
 import { EDGE_COLOURS, edgeMarks, tokenPreview, type Mark } from "../ui/preview";
 import type { EdgeRef } from "../url";
+import type { SearchSpec } from "./searchIntervention";
 
 type SearchMode = "all" | "any" | "same";
 type Rank = "specificity" | "max_ci";
@@ -40,6 +41,10 @@ export interface SearchActions {
   componentSearch(): void;
   /** The edge search was closed from the panel. */
   closeEdge(): void;
+  /** The search shown changed (a new one, more results, or none). */
+  changed(): void;
+  /** Run the intervention over the shown component search's results. */
+  intervene(): void;
 }
 
 export class SearchPanel {
@@ -52,6 +57,7 @@ export class SearchPanel {
   private readonly status: HTMLElement;
   private readonly results: HTMLElement;
   private readonly more: HTMLButtonElement;
+  private readonly intervene: HTMLButtonElement;
   private search: Search | null = null;
   private current: number | null = null;
 
@@ -87,6 +93,8 @@ export class SearchPanel {
     this.results = h("ol", { class: "list", testid: "search-results" });
     this.more = h("button", { class: "more", testid: "search-more", onclick: () => void this.page(this.search?.next ?? null) }, "More results");
     this.more.hidden = true;
+    this.intervene = h("button", { class: "intervene", testid: "search-intervene", onclick: () => this.actions.intervene() });
+    this.intervene.hidden = true;
     this.element = h(
       "section",
       { class: "panel search" },
@@ -95,6 +103,7 @@ export class SearchPanel {
       h("div", { class: "row" }, h("label", {}, "min CI ", this.minCi)),
       this.button,
       this.status,
+      this.intervene,
       this.colours,
       this.results,
       this.more,
@@ -112,6 +121,35 @@ export class SearchPanel {
       : "Find prompts (pin components first)";
     this.button.disabled = keys.length === 0;
     this.button.onclick = () => void this.run(keys, [...excluded]);
+  }
+
+  /** The component search shown, as an intervention over a search takes it (null: none, or an
+   * edge search, which the intervention cannot run over). */
+  spec(): SearchSpec | null {
+    const search = this.search;
+    if (!search || search.kind !== "components") return null;
+    return {
+      query: {
+        components: search.keys,
+        exclude: search.excluded,
+        mode: search.mode === "any" ? "any" : "all",
+        same_position: search.mode === "same",
+        min_ci: search.minCi,
+        rank: search.rank,
+      },
+      count: search.count,
+      label: summary(search),
+    };
+  }
+
+  /** The button that runs the intervention over the results (null: hidden, e.g. no model). */
+  setIntervention(action: { label: string; title: string; disabled: boolean } | null): void {
+    const show = action !== null && this.search?.kind === "components" && this.search.count > 0;
+    this.intervene.hidden = !show;
+    if (!action) return;
+    this.intervene.textContent = action.label;
+    this.intervene.title = action.title;
+    this.intervene.disabled = action.disabled;
   }
 
   /** Mark the prompt now shown among the results. */
@@ -174,6 +212,7 @@ export class SearchPanel {
     replace(this.colours);
     replace(this.results);
     this.more.hidden = true;
+    this.actions.changed();
   }
 
   private async page(cursor: string | null): Promise<void> {
@@ -185,6 +224,7 @@ export class SearchPanel {
     if (cursor === null) {
       replace(this.colours);
       replace(this.results);
+      this.intervene.hidden = true;
     }
     try {
       if (search.kind === "components") await this.pageComponents(search, cursor);
@@ -199,6 +239,7 @@ export class SearchPanel {
     this.status.className = "status";
     this.status.textContent = summary(search);
     this.render();
+    this.actions.changed();
     // a new search: its status and first results brought into view below the prompt list
     if (cursor === null) this.element.scrollIntoView({ block: "start" });
   }

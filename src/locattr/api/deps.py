@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Path, Query, Request
 
 from locattr.api.database import Database
+from locattr.api.model import NO_MODEL, ModelHost, ModelUnavailableError
 from locattr.storage import queries
 from locattr.storage.keys import KEY_PATTERN, MAX_KEY_CHARS
 
@@ -24,6 +25,17 @@ async def get_database(request: Request) -> Database:
 
 
 DatabaseDep = Annotated[Database, Depends(get_database)]
+
+
+async def get_model(request: Request) -> ModelHost:
+    """The model the server holds (`locattr serve --model`); 409 when it holds none."""
+    host: ModelHost | None = request.app.state.model
+    if host is None:
+        raise ModelUnavailableError(NO_MODEL)
+    return host
+
+
+ModelDep = Annotated[ModelHost, Depends(get_model)]
 
 
 LimitParam = Annotated[int, Query(ge=1, le=queries.MAX_PAGE_SIZE, description="Page size.")]

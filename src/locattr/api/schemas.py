@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+
+from locattr.api.settings import MAX_INTERVENTION_KEYS, MAX_POSITION
+from locattr.storage.keys import KEY_PATTERN, MAX_KEY_CHARS
 
 
 class ErrorBody(BaseModel):
@@ -408,3 +411,176 @@ class EdgeSearchResults(BaseModel):
     results: list[EdgeHit] = Field(
         description="Largest `max_abs` first; ties: lower prompt id first."
     )
+
+
+# ---- interactive: the held model (`locattr serve --model`) ----------------------------------
+
+
+class ModelInfo(BaseModel):
+    """The model a server holds for computing graphs and interventions."""
+
+    run: str = Field(description="The run as given to --model (`demo`, a path, `wandb:...`).")
+    device: str
+    n_ctx: int | None = Field(description="Longest prompt in tokens (null: the model sets none).")
+    vocab_size: int
+    layers: list[LayerInfo] = Field(description="Decomposed layers that keys may name.")
+    ci_threshold: float = Field(description="Default for computed graphs (the database's).")
+    attr_threshold: float = Field(description="Default for computed graphs (the database's).")
+    max_keys: int = Field(description="Most component keys an intervention may list.")
+    max_text_chars: int
+    waiting: int = Field(description="Requests waiting for the model now.")
+    queue_limit: int = Field(description="Requests that may wait; beyond them: 503.")
+    cache_entries: int = Field(description="Graphs in the cache of recent graphs.")
+    cache_bytes: int
+    cache_max_bytes: int
+
+
+class ServerModel(BaseModel):
+    """Whether the server holds a model (the prompt box and interventions need one)."""
+
+    model: ModelInfo | None = Field(description="Null: started without --model.")
+
+
+class ComputedGraph(PromptGraph):
+    """A graph computed now for a prompt that need not be stored: `PromptGraph`'s fields, with
+    `id` 0 (no stored prompt) and `source` saying what was sent, and how it was computed."""
+
+    unknown_tokens: int = Field(description="Tokens the tokenizer did not know ([UNK]).")
+    ci_threshold: float
+    attr_threshold: float
+    cached: bool = Field(description="Whether the graph came from the cache of recent graphs.")
+
+
+class InterventionSpec(BaseModel):
+    """Components to ablate, or to keep alone, on top of the CI-masked model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["ablate", "keep_only"] = Field(
+        description="`ablate`: zero the listed components' masks; `keep_only`: zero every "
+        "other component's (in every decomposed layer)."
+    )
+    components: list[
+        Annotated[str, Field(max_length=MAX_KEY_CHARS, json_schema_extra={"pattern": KEY_PATTERN})]
+    ] = Field(
+        default_factory=list,
+        max_length=MAX_INTERVENTION_KEYS,
+        description="Component keys `layer:index` of decomposed layers (none: `ablate` "
+        "changes nothing and reproduces the CI-masked model).",
+    )
+    positions: list[Annotated[int, Field(ge=0, le=MAX_POSITION)]] | None = Field(
+        default=None,
+        max_length=MAX_INTERVENTION_KEYS,
+        description="Token positions where the intervention applies (from 0); null: all. A "
+        "search skips those past a prompt's end.",
+    )
+
+
+class TokenProb(BaseModel):
+    token: str
+    token_id: int
+    prob: float
+
+
+class PositionEffect(BaseModel):
+    """The prediction at `pos` (of the token at `pos + 1`) under the three models."""
+
+    pos: int
+    target: list[TokenProb] = Field(description="The target model's top tokens.")
+    spd: list[TokenProb] = Field(description="The CI-masked component model's top tokens.")
+    intervened: list[TokenProb] = Field(description="The intervened model's top tokens.")
+    delta_logprob_next: float | None = Field(
+        description="Intervened minus CI-masked log-probability of the token that follows "
+        "(null at the last position)."
+    )
+    delta_logprob_top: float = Field(
+        description="Intervened minus CI-masked log-probability of the target's top token."
+    )
+
+
+class InterventionResult(BaseModel):
+    prompt_id: int | None = Field(description="The stored prompt, when one was named.")
+    tokens: list[str]
+    token_ids: list[int]
+    unknown_tokens: int
+    intervention: InterventionSpec = Field(description="As applied (keys normalised).")
+    positions: list[PositionEffect]
+
+
+class EffectDistribution(BaseModel):
+    """Mean and quantiles of one per-prompt value over prompts."""
+
+    n: int = Field(description="Prompts that have the value.")
+    mean: float
+    min: float
+    p05: float
+    p25: float
+    p50: float
+    p75: float
+    p95: float
+    max: float
+
+
+class InterventionAggregate(BaseModel):
+    n_prompts: int
+    mean_delta_logprob_next: EffectDistribution | None
+    worst_delta_logprob_next: EffectDistribution | None
+    mean_delta_logprob_top: EffectDistribution | None
+    share_top1_changed: float = Field(description="Share of prompts whose top-1 token changed.")
+
+
+class SearchStarted(BaseModel):
+    """First line: how many prompts will be run."""
+
+    type: Literal["start"]
+    total: int = Field(description="Prompts to run (at most `limit`).")
+    matching: int = Field(description="Prompts the search matches over all pages.")
+    unknown_components: list[str]
+
+
+class PromptEffectSummary(BaseModel):
+    """One line per prompt, as it is done: the effect at the positions where the searched
+    components fire (`positions`), measured as `/api/interventions` does."""
+
+    type: Literal["prompt"]
+    done: int = Field(description="Prompts done so far, this one included.")
+    total: int
+    prompt_id: int
+    preview: str
+    n_tokens: int
+    positions: list[int] = Field(description="Where the searched components fire.")
+    mean_delta_logprob_next: float | None = Field(
+        description="Mean over `positions` with a next token of `delta_logprob_next`."
+    )
+    worst_delta_logprob_next: float | None = Field(description="Its minimum (most negative).")
+    mean_delta_logprob_top: float | None
+    worst_delta_logprob_top: float | None
+    top1_changed: bool = Field(
+        description="Whether the intervened model's top token differs from the CI-masked "
+        "model's at any of `positions`."
+    )
+
+
+class SearchFinished(BaseModel):
+    type: Literal["done"]
+    aggregate: InterventionAggregate
+
+
+class SearchFailed(BaseModel):
+    """Last line when the search stopped early (time limit): the aggregate of the prompts done."""
+
+    type: Literal["error"]
+    error: str
+    detail: str
+    aggregate: InterventionAggregate
+
+
+class InterventionSearchEvent(
+    RootModel[
+        Annotated[
+            SearchStarted | PromptEffectSummary | SearchFinished | SearchFailed,
+            Field(discriminator="type"),
+        ]
+    ]
+):
+    """One line of the NDJSON stream of `/api/interventions/search`."""

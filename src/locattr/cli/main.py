@@ -467,9 +467,24 @@ def serve(
     cors: Annotated[
         list[str] | None, typer.Option(help="Allow browser calls from this origin (repeatable).")
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            envvar="LOCATTR_MODEL",
+            show_envvar=True,
+            help="Hold this SPD run (`demo`, a run directory, a model_<step>.pth file or "
+            "wandb:...) to compute graphs of new prompts and interventions.",
+        ),
+    ] = None,
+    device: Annotated[
+        str,
+        typer.Option(
+            envvar="LOCATTR_DEVICE", show_envvar=True, help="Device for --model (cpu, cuda:1)."
+        ),
+    ] = "cpu",
 ) -> None:
     """Serve a database over HTTP: the API under /api, docs at /docs, the frontend at /."""
-    _serve(db, host=host, port=port, cors=cors or [])
+    _serve(db, host=host, port=port, cors=cors or [], model=model, device=device)
 
 
 @app.command("demo")
@@ -493,7 +508,7 @@ def demo(
         result = generate(options, show)
     if result.added:
         console.print(f"{db}: {plural(result.added, 'prompt')} added")
-    _serve(db, host=host, port=port, cors=[])
+    _serve(db, host=host, port=port, cors=[], model="demo", device="cpu")
 
 
 def _demo_without_inputs(db: str) -> bool:
@@ -506,14 +521,24 @@ def _demo_without_inputs(db: str) -> bool:
     return meta.get("run") == "demo" and "inputs" not in meta
 
 
-def _serve(db: str, *, host: str, port: int, cors: list[str]) -> None:
+def _serve(
+    db: str, *, host: str, port: int, cors: list[str], model: str | None, device: str
+) -> None:
     import uvicorn
 
     from locattr.api import create_app
+    from locattr.api.model import load_host
     from locattr.api.settings import H11_MAX_REQUEST_BYTES, Settings
 
-    LocalAttrDB(db, readonly=True).close()  # refuse to start on a bad database, clearly
-    application = create_app(Settings(db=db, cors_origins=cors))
+    with LocalAttrDB(db, readonly=True) as checked:  # refuse to start on a bad database, clearly
+        meta = checked.get_meta()
+    settings = Settings(db=db, cors_origins=cors, model=model or "", device=device)
+    held = None
+    if model:  # loaded before the server starts, so a bad run fails here in one line
+        console.print(f"loading model {model} on {device}")
+        held = load_host(settings)
+        held.runtime.check_database(meta, resolve_target(db).display)
+    application = create_app(settings, model=held)
     config = uvicorn.Config(
         application,
         host=host,

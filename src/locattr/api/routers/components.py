@@ -23,7 +23,7 @@ from locattr.storage.keys import key_list_pattern
 from locattr.storage.queries import MAX_PAGE_SIZE, ComponentSort, QueryError
 from locattr.storage.reads import DEFAULT_MIN_COUNT, CofiringOrder
 
-router = APIRouter(prefix="/api", tags=["components"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["components"], responses=ERROR_RESPONSES)
 
 COFIRING_SAMPLE = 200
 COFIRING_LIMIT = 20

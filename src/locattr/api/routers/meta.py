@@ -12,7 +12,7 @@ from locattr.api.errors import ERROR_RESPONSES
 from locattr.storage import reads
 from locattr.storage.models import SCHEMA_REVISION
 
-router = APIRouter(prefix="/api", tags=["meta"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["meta"], responses=ERROR_RESPONSES)
 
 
 @router.get("/health", response_model=schemas.Health)

@@ -17,7 +17,7 @@ from locattr.pruning import Normalize, PrunedGraph, prune_graph
 from locattr.storage import decode_graph, reads
 from locattr.storage.records import GraphComponentStats, PromptInfo
 
-router = APIRouter(prefix="/api", tags=["prompts"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["prompts"], responses=ERROR_RESPONSES)
 
 MAX_TOP_K = 100_000
 

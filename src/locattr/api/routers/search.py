@@ -18,7 +18,7 @@ from locattr.storage.edge_rows import EDGE_INDEX_MIN_ABS
 from locattr.storage.keys import KEY_PATTERN, MAX_KEY_CHARS, key_list_pattern
 from locattr.storage.queries import QueryError, Rank
 
-router = APIRouter(prefix="/api", tags=["search"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["search"], responses=ERROR_RESPONSES)
 
 MAX_SEARCH_KEYS = 64
 RANK_DESCRIPTION = (
