@@ -38,14 +38,12 @@ BIG_GRAPHS = 4
 ORIGINAL_REPEAT = 3
 
 
-def start_server(db: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(db: Path, port: int, *extra: str, wait_s: float = 60.0) -> subprocess.Popen[bytes]:
+    """`locattr serve --db DB --port PORT EXTRA...` in a subprocess, once it answers."""
     locattr = str(Path(sys.executable).with_name("locattr"))
-    server = subprocess.Popen(
-        [locattr, "serve", "--db", str(db), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
+    command = [locattr, "serve", "--db", str(db), "--port", str(port), *extra]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         try:
             httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1)
@@ -53,7 +51,7 @@ def start_server(db: Path, port: int) -> subprocess.Popen[bytes]:
         except httpx.TransportError:
             time.sleep(0.2)
     server.kill()
-    raise RuntimeError("locattr serve did not start")
+    raise RuntimeError(f"{' '.join(command[1:])} did not start")
 
 
 def free_port() -> int:

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from benchmarks.bench_api import free_port, percentiles
+from benchmarks.bench_api import free_port, percentiles, start_server
 from locattr.demo import demo_prompts
 
 N_CTX = 32
@@ -47,24 +47,6 @@ def build_demo(path: Path, n_prompts: int) -> None:
     )
 
 
-def start_server(db: Path, port: int) -> subprocess.Popen[bytes]:
-    locattr = str(Path(sys.executable).with_name("locattr"))
-    server = subprocess.Popen(
-        [locattr, "serve", "--db", str(db), "--model", "demo", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1)
-            return server
-        except httpx.TransportError:
-            time.sleep(0.2)
-    server.kill()
-    raise RuntimeError("locattr serve --model demo did not start")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer prompts and repeats")
@@ -78,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         db = Path(tmp) / "demo.db"
         build_demo(db, n_prompts)
         port = free_port()
-        server = start_server(db, port)
+        server = start_server(db, port, "--model", "demo", wait_s=120)
         base = f"http://127.0.0.1:{port}"
         try:
             with httpx.Client(base_url=base, timeout=60) as client:

@@ -11,21 +11,9 @@ from locattr import LocalAttrDB
 from locattr.cli.generate import parser
 from locattr.compute import compute_graph, load_run
 from locattr.demo import demo_run_path
-from locattr.generate import GenerateError, GenerateOptions, generate
+from locattr.generate import GenerateError
 from locattr.storage.codec import ValueDtype
-
-
-def _build(output: Path, **overrides: object) -> None:
-    values: dict[str, object] = {
-        "model": "demo",
-        "output": str(output),
-        "n_prompts": 2,
-        "n_ctx": 8,
-        "device": "cpu",
-        "context_windows": 0,
-    }
-    values.update(overrides)
-    generate(GenerateOptions(**values))  # type: ignore[arg-type]
+from tests.generate.builds import small_build
 
 
 def test_generate_stores_spd_app_graphs(tmp_path: Path) -> None:
@@ -33,7 +21,7 @@ def test_generate_stores_spd_app_graphs(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         parser().parse_args(["--model", "demo", "--mode", "app"])
     db_path = tmp_path / "app.db"
-    _build(db_path, mode="spd_app", value_precision=ValueDtype.FLOAT32)
+    small_build(db_path, mode="spd_app", value_precision=ValueDtype.FLOAT32)
     run = load_run(demo_run_path(), with_tokenizer=False)
     with LocalAttrDB(db_path, readonly=True) as db:
         assert db.get_meta()["mode"] == "spd_app"
@@ -46,4 +34,4 @@ def test_generate_stores_spd_app_graphs(tmp_path: Path) -> None:
     assert stored.same_as(app, rtol=1e-4, atol=1e-6)  # float32, computed in a batch
     assert not stored.same_as(original, rtol=1e-3, atol=1e-5)
     with pytest.raises(GenerateError, match="built with mode='spd_app', not 'ci_masked'"):
-        _build(db_path, n_prompts=3, value_precision=ValueDtype.FLOAT32)
+        small_build(db_path, n_prompts=3, value_precision=ValueDtype.FLOAT32)

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from sqlalchemy import text
 
 from locattr import LocalAttrDB
+from locattr.generate import GenerateOptions, GenerateResult, generate
 from locattr.graph import Graph
 from locattr.storage import corpus_deltas, edge_postings
 from locattr.storage.edge_rows import ATTRIBUTION_UNIT
@@ -15,6 +18,21 @@ PairTotals = dict[tuple[str, str], tuple[int, int, int]]
 """(source key, target key) -> (total, total_abs in attribution units, prompt count)."""
 StrongEdges = dict[tuple[str, str, str], tuple[float, int, int]]
 """(prompt identity, source key, target key) -> (value, source position, target position)."""
+
+
+def small_build(output: Path, **overrides: object) -> GenerateResult:
+    """A quick demo build (2 prompts of 8 tokens, no activation contexts) into `output`, with
+    any `GenerateOptions` field overridden."""
+    values: dict[str, object] = {
+        "model": "demo",
+        "output": str(output),
+        "n_prompts": 2,
+        "n_ctx": 8,
+        "device": "cpu",
+        "context_windows": 0,
+    }
+    values.update(overrides)
+    return generate(GenerateOptions(**values))  # type: ignore[arg-type]
 
 
 def graphs_by_identity(target: str) -> dict[str, Graph]:

@@ -16,9 +16,9 @@ from locattr import LocalAttrDB
 from locattr.cli.generate import main
 from locattr.compute import LocattrComputeError, load_run
 from locattr.demo import demo_run_path
-from locattr.generate import GenerateError, GenerateOptions, generate
-from locattr.generate.build import GenerateResult
+from locattr.generate import GenerateError
 from tests.compute.spd_runs import RunSpec, write_run
+from tests.generate.builds import small_build
 
 LOCATTR = str(Path(sys.executable).with_name("locattr"))
 BLOCK_0 = {
@@ -29,19 +29,6 @@ BLOCK_0 = {
     "h.0.mlp.c_fc",
     "h.0.mlp.down_proj",
 }
-
-
-def build(output: Path, **overrides: object) -> GenerateResult:
-    values: dict[str, object] = {
-        "model": "demo",
-        "output": str(output),
-        "n_prompts": 2,
-        "n_ctx": 8,
-        "device": "cpu",
-        "context_windows": 0,
-    }
-    values.update(overrides)
-    return generate(GenerateOptions(**values))  # type: ignore[arg-type]
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -102,7 +89,7 @@ def test_graphs_hold_only_the_first_blocks_layers_and_provenance_records_it(
     tmp_path: Path,
 ) -> None:
     db_path = tmp_path / "one-block.db"
-    assert build(db_path, n_blocks=1, context_windows=4).added == 2
+    assert small_build(db_path, n_blocks=1, context_windows=4).added == 2
     with LocalAttrDB(db_path, readonly=True) as db:
         assert set(db.get_layers()) == BLOCK_0
         assert db.get_meta()["n_blocks"] == 1
@@ -118,23 +105,24 @@ def test_graphs_hold_only_the_first_blocks_layers_and_provenance_records_it(
 
 def test_extending_with_another_n_blocks_is_refused(tmp_path: Path) -> None:
     limited, full = tmp_path / "limited.db", tmp_path / "full.db"
-    build(limited, n_blocks=1)
+    small_build(limited, n_blocks=1)
     with pytest.raises(GenerateError, match="built with n_blocks=1, not None.*pass --n-blocks 1"):
-        build(limited)
-    build(full)
+        small_build(limited)
+    small_build(full)
     with LocalAttrDB(full, readonly=True) as db:
         assert db.get_meta()["n_blocks"] is None
     with pytest.raises(GenerateError, match="built with n_blocks=None, not 1.*without --n-blocks"):
-        build(full, n_blocks=1)
-    build(full, n_blocks=2, n_prompts=3)  # the demo's two blocks are every block: the same build
+        small_build(full, n_blocks=1)
+    # The demo has two blocks, so --n-blocks 2 is every block: the same build.
+    small_build(full, n_blocks=2, n_prompts=3)
     with LocalAttrDB(full, readonly=True) as db:
         assert db.get_prompt_count() == 3
 
 
 def test_merge_refuses_a_shard_with_another_n_blocks(tmp_path: Path) -> None:
     first, second, merged = (tmp_path / f"{name}.db" for name in ("a", "b", "merged"))
-    build(first)
-    build(second, n_blocks=1)
+    small_build(first)
+    small_build(second, n_blocks=1)
     result = subprocess.run(
         [LOCATTR, "merge", str(merged), str(first), str(second)],
         capture_output=True,

@@ -9,36 +9,24 @@ from pathlib import Path
 import pytest
 
 from locattr import LocalAttrDB
-from locattr.generate import GenerateError, GenerateOptions, Shard, generate
+from locattr.generate import GenerateError, Shard
 from locattr.storage.provenance import FIXED_KEYS
+from tests.generate.builds import small_build
 
 LOCATTR = str(Path(sys.executable).with_name("locattr"))
 
 
-def build(output: Path, **overrides: object) -> None:
-    values: dict[str, object] = {
-        "model": "demo",
-        "output": str(output),
-        "n_prompts": 2,
-        "n_ctx": 8,
-        "device": "cpu",
-        "context_windows": 0,
-    }
-    values.update(overrides)
-    generate(GenerateOptions(**values))  # type: ignore[arg-type]
-
-
 def test_a_build_records_every_fixed_key(tmp_path: Path) -> None:
     """A fixed key that no build writes would constrain nothing (as `n_blocks` once did)."""
-    build(tmp_path / "built.db")
+    small_build(tmp_path / "built.db")
     with LocalAttrDB(tmp_path / "built.db", readonly=True) as db:
         assert set(FIXED_KEYS) <= set(db.get_meta())
 
 
 def test_merge_refuses_a_shard_built_with_another_n_ctx(tmp_path: Path) -> None:
     first, second, merged = (tmp_path / f"{name}.db" for name in ("a", "b", "merged"))
-    build(first, shard=Shard.parse("1/2"))
-    build(second, shard=Shard.parse("2/2"), n_ctx=10)
+    small_build(first, shard=Shard.parse("1/2"))
+    small_build(second, shard=Shard.parse("2/2"), n_ctx=10)
     result = subprocess.run(
         [LOCATTR, "merge", str(merged), str(first), str(second)],
         capture_output=True,
@@ -55,6 +43,6 @@ def test_merge_refuses_a_shard_built_with_another_n_ctx(tmp_path: Path) -> None:
 
 
 def test_generate_refuses_to_extend_a_build_with_another_n_ctx(tmp_path: Path) -> None:
-    build(tmp_path / "built.db")
+    small_build(tmp_path / "built.db")
     with pytest.raises(GenerateError, match="built with n_ctx=8, not 10"):
-        build(tmp_path / "built.db", n_ctx=10)
+        small_build(tmp_path / "built.db", n_ctx=10)
