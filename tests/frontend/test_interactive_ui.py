@@ -15,7 +15,8 @@ from playwright.sync_api import Page, expect
 from tests.frontend.conftest import Console
 from tests.frontend.test_browser import ShownNode, component_nodes, open_app, pin, shown_nodes
 
-TEXT = "once there was a little cat named lily. lily said: where is my ball"
+# "lily." and "said:" split as the corpus spaces them; "zebra" is not in the demo vocabulary.
+TEXT = "once there was a little cat named lily. lily said: where is my zebra"
 INTERVENTION_SEARCH = 100  # most prompts an intervention over a search runs on (limits.ts)
 
 
@@ -83,7 +84,8 @@ def test_a_typed_prompt_shows_its_graph_and_keeps_the_pins(page: Page, model_app
     expect(page.get_by_test_id("pinned-item")).to_have_count(1)
     status = page.get_by_test_id("own-prompt-status")
     expect(status).to_contain_text(f"{len(expected['tokens'])} tokens")
-    expect(status).to_contain_text(f"{expected['unknown_tokens']} unknown to the tokenizer")
+    assert expected["unknown_tokens"] == 1
+    expect(status).to_contain_text("1 unknown to the tokenizer")
     # a stored prompt opened from the list replaces the text in the address bar
     page.locator('[data-testid="prompt-item"][data-prompt-id="2"]').click()
     page.wait_for_url(re.compile(r"[?&]prompt=2(&|$)"))
