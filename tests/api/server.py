@@ -3,15 +3,34 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import uvicorn
 
 from locattr.api import create_app
 from locattr.api.settings import H11_MAX_REQUEST_BYTES, Settings
+
+GENERATE = str(Path(sys.executable).with_name("locattr-generate"))
+
+
+def build_demo_db(path: Path, n_prompts: int, n_ctx: int = 32) -> Path:
+    """A demo database built by `locattr-generate` from the shipped demo run (a real build, in
+    its own process, as a user runs it)."""
+    result = subprocess.run(
+        [GENERATE, "--model", "demo", "--output", str(path), "--n-prompts", str(n_prompts)]
+        + ["--n-ctx", str(n_ctx), "--batch-size", "8"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return path
 
 
 def free_port() -> int:

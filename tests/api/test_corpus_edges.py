@@ -6,7 +6,6 @@ from the tables that the queries read)."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -19,8 +18,8 @@ from locattr import LocalAttrDB
 from locattr.api.settings import Settings
 from locattr.storage.edge_rows import ATTRIBUTION_UNIT, EDGE_INDEX_MIN_ABS
 from locattr.storage.writes import CORPUS_TABLES_STALE_KEY
-from tests.api.server import running_server
-from tests.api.test_corpus_queries import GENERATE, N_PROMPTS
+from tests.api.server import build_demo_db, running_server
+from tests.api.test_corpus_queries import N_PROMPTS
 from tests.conftest import BACKENDS, create_postgres_database, drop_postgres_database
 
 
@@ -33,14 +32,7 @@ def shared_demo(tmp_path_factory: pytest.TempPathFactory) -> str:
     if not built.exists():
         shutil.rmtree(folder, ignore_errors=True)  # what a failed build left
         folder.mkdir()
-        result = subprocess.run(
-            [GENERATE, "--model", "demo", "--output", str(path), "--n-prompts", str(N_PROMPTS)]
-            + ["--n-ctx", "32", "--batch-size", "8"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert result.returncode == 0, result.stderr
+        build_demo_db(path, N_PROMPTS, 32)
         built.touch()
     return str(path)
 

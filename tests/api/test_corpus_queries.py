@@ -5,12 +5,9 @@ graphs with numpy (not from the index that the queries read)."""
 from __future__ import annotations
 
 import itertools
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -19,10 +16,9 @@ import pytest
 from locattr import LocalAttrDB
 from locattr.api.settings import Settings
 from locattr.graph import PSEUDO_LAYERS
-from tests.api.server import running_server
+from tests.api.server import build_demo_db, running_server
 from tests.conftest import BACKENDS, create_postgres_database, drop_postgres_database
 
-GENERATE = str(Path(sys.executable).with_name("locattr-generate"))
 N_PROMPTS = 80
 
 
@@ -79,14 +75,7 @@ def corpus_from_graphs(target: str) -> Corpus:
 @pytest.fixture(scope="module")
 def demo_sqlite(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("corpus") / "demo.db"
-    result = subprocess.run(
-        [GENERATE, "--model", "demo", "--output", str(path), "--n-prompts", str(N_PROMPTS)]
-        + ["--n-ctx", "32", "--batch-size", "8"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
+    build_demo_db(path, N_PROMPTS, 32)
     return str(path)
 
 

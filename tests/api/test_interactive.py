@@ -25,9 +25,8 @@ from locattr.compute import LoadedRun, compute_graph, load_run
 from locattr.demo import demo_run_path
 from locattr.graph import OUTPUT_LAYER, PSEUDO_LAYERS, Graph
 from locattr.pruning import prune_graph
-from tests.api.server import running_server
+from tests.api.server import build_demo_db, running_server
 
-GENERATE = str(Path(sys.executable).with_name("locattr-generate"))
 N_PROMPTS = 24
 N_CTX = 32
 TEXT = "once there was a little girl named mia . she had a red ball ."
@@ -36,14 +35,7 @@ TEXT = "once there was a little girl named mia . she had a red ball ."
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("interactive") / "demo.db"
-    result = subprocess.run(
-        [GENERATE, "--model", "demo", "--output", str(path), "--n-prompts", str(N_PROMPTS)]
-        + ["--n-ctx", str(N_CTX), "--batch-size", "8"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
+    build_demo_db(path, N_PROMPTS, N_CTX)
     return str(path)
 
 

@@ -4,8 +4,6 @@ driven by Debian's Chromium through Playwright."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,10 +12,9 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_playwright
 
 from locattr.api.settings import Settings
-from tests.api.server import running_server
+from tests.api.server import build_demo_db, running_server
 
 FRONTEND = Path(__file__).resolve().parents[2] / "frontend"
-GENERATE = str(Path(sys.executable).with_name("locattr-generate"))
 N_PROMPTS = 60  # more than one page of the prompt list (50)
 N_CTX = 32
 # As root in a container, without GPU, without the background traffic a closed network refuses.
@@ -53,14 +50,7 @@ def launch(playwright: Playwright) -> Browser:
 def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A demo database built by the project's generator from the shipped demo run."""
     path = tmp_path_factory.mktemp("frontend") / "demo.db"
-    result = subprocess.run(
-        [GENERATE, "--model", "demo", "--output", str(path), "--n-prompts", str(N_PROMPTS)]
-        + ["--n-ctx", str(N_CTX), "--batch-size", "8"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
+    build_demo_db(path, N_PROMPTS, N_CTX)
     return path
 
 
