@@ -272,7 +272,7 @@ def original_copy(path: Path, target: Path) -> None:
         """
         INSERT INTO prompts (id, tokens, pairs) SELECT id, tokens, x'' FROM ours.prompts;
         INSERT INTO component_activations
-            SELECT a.prompt_id, l.name || ':' || c."index", a.max_ci, '[3]'
+            SELECT a.prompt_id, l.name || ':' || c."index", a.max_ci * 1e-6, '[3]'
             FROM ours.component_activations a
             JOIN ours.components c ON c.id = a.component_id
             JOIN ours.layers l ON l.id = c.layer_id

@@ -31,8 +31,16 @@ from benchmarks.synthetic import Shape, synthetic_graph
 from locattr import LocalAttrDB
 from locattr.generate import GenerateOptions, generate
 from locattr.graph import Graph
-from locattr.storage import PromptRecord, ValueDtype, decode_graph, encode_graph, queries
+from locattr.storage import (
+    PromptRecord,
+    ValueDtype,
+    component_lists,
+    decode_graph,
+    encode_graph,
+    queries,
+)
 from locattr.storage.codec import DEFAULT_VALUE_ENCODING, ValueEncoding, value_encoding_label
+from locattr.storage.index_rows import from_ci_units, to_ci_units
 
 SEARCH_PAGE = 50
 LEVELS = (0.01, 0.10, 0.50)
@@ -188,7 +196,7 @@ def build_search_corpus(
     counts = np.array([len(f) for f in fires])
     component_ids = np.repeat(np.arange(n_components), counts)
     prompt_ids = np.concatenate(fires) + 1
-    max_ci = rng.uniform(1e-3, 1.0, len(prompt_ids)).astype(np.float32).astype(np.float64)
+    max_ci = from_ci_units(to_ci_units(rng.uniform(1e-3, 1.0, len(prompt_ids))))
     blobs = [
         np.sort(rng.choice(shape.n_ctx, size=k, replace=False)).astype("<u2").tobytes()
         for k in (1, 2, 3)
@@ -197,7 +205,7 @@ def build_search_corpus(
     blob_choice = rng.integers(len(blobs), size=len(prompt_ids))
     # CI mass: the max CI, plus a share of it at each further position (blob b has 1 + b // 30)
     extra = (blob_choice // 30) * rng.uniform(0.0, 1.0, len(prompt_ids))
-    ci_sum = (max_ci * (1.0 + extra)).astype(np.float32).astype(np.float64)
+    ci_sum = from_ci_units(to_ci_units(max_ci * (1.0 + extra)))
     tokens = [
         orjson.dumps([f" w{(i * 7 + j) % 97}" for j in range(shape.n_ctx)]).decode()
         for i in range(n_prompts)
@@ -207,8 +215,6 @@ def build_search_corpus(
         db.register_layers({name: shape.n_components for name in layers})
     connection = sqlite3.connect(path)
     connection.executescript(BULK_LOAD_PRAGMAS)
-    # Bulk load: the secondary index is rebuilt afterwards, identical to the schema's.
-    connection.execute("DROP INDEX ix_component_activations_prompt")
     token_ids = orjson.dumps(list(range(shape.n_ctx))).decode()
     per_prompt = np.bincount(prompt_ids, minlength=n_prompts + 1)
     connection.executemany(
@@ -225,19 +231,26 @@ def build_search_corpus(
         zip(
             component_ids.tolist(),
             prompt_ids.tolist(),
-            max_ci.tolist(),
+            to_ci_units(max_ci).tolist(),
             (blobs[b] for b in blob_choice.tolist()),
-            ci_sum.tolist(),
+            to_ci_units(ci_sum).tolist(),
             strict=True,
+        ),
+    )
+    # Each prompt's component list, as the writer stores it with the prompt.
+    by_prompt = np.lexsort((component_ids, prompt_ids))
+    starts = np.flatnonzero(np.diff(prompt_ids[by_prompt], prepend=-1) != 0).tolist()
+    connection.executemany(
+        "INSERT INTO prompt_postings (prompt_id, component_ids) VALUES (?, ?)",
+        (
+            (int(prompt_ids[by_prompt[a]]), component_lists.pack(component_ids[by_prompt[a:b]]))
+            for a, b in zip(starts, [*starts[1:], len(by_prompt)], strict=True)
         ),
     )
     sums = np.bincount(component_ids, weights=max_ci, minlength=n_components)
     connection.executemany(
         "UPDATE components SET prompt_count = ?, sum_max_ci = ? WHERE id = ?",
         zip(counts.tolist(), sums.tolist(), range(n_components), strict=True),
-    )
-    connection.execute(
-        "CREATE INDEX ix_component_activations_prompt ON component_activations (prompt_id)"
     )
     connection.commit()
     connection.close()
@@ -251,7 +264,7 @@ def build_search_corpus(
         """
         INSERT INTO prompts (id, tokens, pairs) SELECT id, tokens, x'' FROM ours.prompts;
         INSERT INTO component_activations
-            SELECT a.prompt_id, l.name || ':' || c."index", a.max_ci, '[3]'
+            SELECT a.prompt_id, l.name || ':' || c."index", a.max_ci * 1e-6, '[3]'
             FROM ours.component_activations a
             JOIN ours.components c ON c.id = a.component_id
             JOIN ours.layers l ON l.id = c.layer_id
@@ -337,6 +350,7 @@ DEMO_PARTS: dict[str, tuple[str, ...]] = {
     "index (component -> prompts)": (
         "component_activations",
         "ix_component_activations_prompt",
+        "prompt_postings",  # the index read by prompt: since schema 0006, in place of the above
         "idx_component_key",
         "idx_prompt_id",
         "components",

@@ -191,7 +191,7 @@ def write_database(db: LocalAttrDB, path: Path) -> None:
             (json.dumps(prompt.tokens), encode(graph)),
         )
         index = ours.execute(
-            "SELECT l.name || ':' || c.\"index\", a.max_ci, a.positions "
+            "SELECT l.name || ':' || c.\"index\", a.max_ci * 1e-6, a.positions "
             "FROM component_activations a JOIN components c ON c.id = a.component_id "
             "JOIN layers l ON l.id = c.layer_id WHERE a.prompt_id = ? ORDER BY a.component_id",
             (prompt.id,),

@@ -106,7 +106,7 @@ def downgrade() -> None:
     dictionaries = dict(
         bind.execute(sa.text("SELECT id, data FROM activation_context_dictionaries")).all()
     )
-    decoder = ContextDecoder(dictionaries)
+    decoder = ContextDecoder(dictionaries, lambda: None)  # 0006's downgrade stored them whole
     rows = bind.execute(
         sa.text("SELECT component_id, data, dictionary_id FROM activation_contexts")
     ).all()

@@ -16,6 +16,7 @@ import pytest
 from locattr import LocalAttrDB
 from locattr.api.settings import Settings
 from locattr.graph import PSEUDO_LAYERS
+from locattr.storage.index_rows import from_ci_units, to_ci_units
 from tests.api.server import build_demo_db, running_server
 from tests.conftest import BACKENDS, create_postgres_database, drop_postgres_database
 
@@ -69,7 +70,16 @@ def corpus_from_graphs(target: str) -> Corpus:
     ids = {
         k: slots[k.rsplit(":", 1)[0]].first_component_id + int(k.rsplit(":", 1)[1]) for k in fires
     }
-    return Corpus(len(prompt_ids), fires, ids)
+    return Corpus(len(prompt_ids), {k: _at_index_precision(f) for k, f in fires.items()}, ids)
+
+
+def _at_index_precision(fires: dict[int, Firing]) -> dict[int, Firing]:
+    """The values as the index keeps them: to the nearest `CI_UNIT`."""
+
+    def kept(value: float) -> float:
+        return float(from_ci_units(to_ci_units(value)))
+
+    return {p: Firing(kept(f.max_ci), kept(f.ci_sum)) for p, f in fires.items()}
 
 
 @pytest.fixture(scope="module")

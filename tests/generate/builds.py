@@ -12,6 +12,7 @@ from locattr import LocalAttrDB
 from locattr.generate import GenerateOptions, GenerateResult, generate
 from locattr.graph import Graph
 from locattr.storage import corpus_deltas, edge_postings
+from locattr.storage.component_lists import unpack
 from locattr.storage.edge_rows import ATTRIBUTION_UNIT
 
 PairTotals = dict[tuple[str, str], tuple[int, int, int]]
@@ -79,7 +80,16 @@ def assert_consistent(target: str) -> None:
                 "(SELECT count(*) FROM component_activations a WHERE a.component_id = c.id)"
             )
         ).scalar_one()
+        rows = connection.execute(
+            text("SELECT prompt_id, component_id FROM component_activations")
+        ).all()
+        lists = connection.execute(text("SELECT prompt_id, component_ids FROM prompt_postings"))
+        packed = {prompt_id: unpack(bytes(blob)).tolist() for prompt_id, blob in lists}
     assert (orphans, bare, miscounted) == (0, 0, 0)
+    indexed: dict[int, list[int]] = {}
+    for prompt_id, component_id in sorted(rows):
+        indexed.setdefault(prompt_id, []).append(component_id)
+    assert packed == indexed, "every prompt's component list is its index rows' components"
     if _holds_graphs(target):
         assert_corpus_tables_match_graphs(target)
 

@@ -17,10 +17,12 @@ from locattr.storage.codec import (
     COLUMNS,
     FORMAT_VERSION,
     GraphCodecError,
+    Quantized,
     ValueDtype,
     decode_graph,
     encode_graph,
 )
+from locattr.storage.index_rows import CI_UNIT
 from tests.storage.v1_blobs import WRITTEN_BY_V1, WRITTEN_GRAPH, encode_v1
 
 
@@ -48,11 +50,17 @@ def graphs(draw: st.DrawFn) -> Graph:
     )
 
 
-def assert_columns_equal(a: Graph, b: Graph) -> None:
+def assert_columns_equal(a: Graph, b: Graph, *, ci_step: float = 0.0) -> None:
+    """Every column but the edge values equal; node CIs bit for bit, or within half of
+    `ci_step` (plus float32 rounding) when they were quantized."""
     assert a.layers == b.layers
     for name in ("node_layer", "node_pos", "node_component", "edge_source", "edge_target"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
-    np.testing.assert_array_equal(a.node_ci.view(np.uint32), b.node_ci.view(np.uint32))
+    if not ci_step:
+        np.testing.assert_array_equal(a.node_ci.view(np.uint32), b.node_ci.view(np.uint32))
+        return
+    error = np.abs(a.node_ci.astype(np.float64) - b.node_ci.astype(np.float64))
+    assert np.all(error <= ci_step / 2 + np.abs(a.node_ci) * 2.0**-24)
 
 
 @settings(max_examples=200, deadline=None)
@@ -142,8 +150,42 @@ def test_records_view_matches_arrays() -> None:
     assert arrays["target_layer"].tolist() == ["b"] and arrays["value"].tolist() == [-3.0]
 
 
-def test_writes_format_3() -> None:
-    assert FORMAT_VERSION == 3 and encode_graph(Graph.empty())[4] == 3
+def test_writes_format_4() -> None:
+    assert FORMAT_VERSION == 4 and encode_graph(Graph.empty())[4] == 4
+
+
+WRITTEN_BY_V3_QUANTIZED = base64.b64decode(
+    "TEFHUgMCAAD/AAAAeyJsYXllcnMiOlsiaC4wLm1scC5jX2ZjIiwiaC4wLm1scC5kb3duX3Byb2oiLCJoLjEu"
+    "YXR0bi5vX3Byb2oiXSwibl9ub2RlcyI6NCwibl9lZGdlcyI6MywiY29sdW1ucyI6W1siZGVsdGEiLCJ8dTEi"
+    "LDE3XSxbImRlbHRhIiwifHUxIiwxN10sWyJkZWx0YSIsInx1MSIsMTddLFsicGxhaW4iLCI8ZjQiLDI5XSxb"
+    "InJ1bnMiLCI8aTQiLDI0XSxbImRlbHRhIiwifHUxIiwxNl0sWyJxdWFudGl6ZWQiLCI8dTQiLDI1XV0sInZh"
+    "bHVlX3N0ZXAiOjFlLTZ9KLUv/SQEIQAAAAABAZRnpx8otS/9JAQhAAAAAQAA70Iiayi1L/0kBCEAAAMAAv1z"
+    "dWefKLUv/SQQgQAAAAAAAAAAAAAAQACAPz8/PumraQsotS/9JBBdAAAoAAABAgABAAbQApUbrSIotS/9JAMZ"
+    "AAAB/wKV0ra/KLUv/SQMYQAAPyBgQqHjDwcWAAAAuTgtTw=="
+)
+"""Written by locattr's format-3 encoder from `WRITTEN_GRAPH` at step 1e-6 (node CIs plain)."""
+
+
+def test_blobs_written_by_format_3_decode() -> None:
+    assert WRITTEN_BY_V3_QUANTIZED[4:6] == bytes([3, 2])
+    decoded = decode_graph(WRITTEN_BY_V3_QUANTIZED)
+    assert decoded.same_as(WRITTEN_GRAPH, atol=5e-7)
+    np.testing.assert_array_equal(decoded.node_ci, WRITTEN_GRAPH.node_ci)  # float32 there
+
+
+def test_format_4_quantizes_node_ci_with_the_values() -> None:
+    quantized = decode_graph(encode_graph(WRITTEN_GRAPH, value_encoding=Quantized(1e-6)))
+    q = np.rint(WRITTEN_GRAPH.node_ci.astype(np.float64) / CI_UNIT)
+    np.testing.assert_array_equal(quantized.node_ci, (q * CI_UNIT).astype(np.float32))
+    exact = decode_graph(encode_graph(WRITTEN_GRAPH, value_encoding=ValueDtype.FLOAT32))
+    np.testing.assert_array_equal(exact.node_ci, WRITTEN_GRAPH.node_ci)
+
+
+def test_format_3_blobs_cannot_hold_quantized_node_ci() -> None:
+    blob = encode_graph(WRITTEN_GRAPH, value_encoding=Quantized(1e-6))
+    assert b'"ci_step"' in blob and b'"quantized"' in blob
+    with pytest.raises(GraphCodecError, match="node_ci cannot be stored as 'quantized'"):
+        decode_graph(blob[:4] + bytes([3]) + blob[5:])
 
 
 WRITTEN_BY_V2 = {

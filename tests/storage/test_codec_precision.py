@@ -37,8 +37,10 @@ from locattr.storage.codec import (
     encode_graph,
     parse_value_encoding,
     stored_edge_values,
+    stored_node_ci,
     value_encoding_label,
 )
+from locattr.storage.index_rows import CI_UNIT
 from locattr.storage.provenance import VALUE_PRECISION_KEY, first_difference
 from tests.api.server import running_server
 from tests.generate.builds import assert_corpus_tables_match_graphs
@@ -87,7 +89,7 @@ def test_quantized_values_decode_within_half_a_step(step: float, data: st.DataOb
     blob = encode_graph(graph, value_encoding=Quantized(step))
     assert blob[5] == 2 and columns_of(blob)[0]["value_step"] == step
     decoded = decode_graph(blob)
-    assert_columns_equal(graph, decoded)
+    assert_columns_equal(graph, decoded, ci_step=CI_UNIT)
     assert decoded.edge_value.dtype == np.float32
     assert_within_precision(decoded.edge_value, values, step)
 
@@ -105,6 +107,29 @@ def test_stored_edge_values_are_what_blobs_decode_to(
     decoded = decode_graph(encode_graph(graph_with_values(values), value_encoding=encoding))
     stored = stored_edge_values(values, encoding)
     np.testing.assert_array_equal(stored.view(np.uint32), decoded.edge_value.view(np.uint32))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    hnp.arrays(np.float32, st.integers(1, 100), elements=st.floats(width=32, allow_nan=True)),
+    st.sampled_from([ValueDtype.FLOAT32, Quantized(1e-6), Quantized(0.5)]),
+)
+def test_stored_node_ci_is_what_blobs_decode_to(ci: np.ndarray, encoding: ValueEncoding) -> None:
+    """The same for node CIs (what the index rows are computed from)."""
+    n = len(ci)
+    graph = Graph(
+        layers=("a",),
+        node_layer=np.zeros(n),
+        node_pos=np.arange(n),
+        node_component=np.zeros(n),
+        node_ci=ci,
+        edge_source=np.zeros(0),
+        edge_target=np.zeros(0),
+        edge_value=np.zeros(0, np.float32),
+    )
+    decoded = decode_graph(encode_graph(graph, value_encoding=encoding))
+    stored = stored_node_ci(ci, encoding)
+    np.testing.assert_array_equal(stored.view(np.uint32), decoded.node_ci.view(np.uint32))
 
 
 @settings(max_examples=100, deadline=None)
@@ -205,7 +230,8 @@ def test_precision_is_fixed_provenance_and_older_builds_stored_float32() -> None
         (lambda h, _: h.update(value_step="1e-6"), "bad value_step '1e-6'"),
         (lambda h, _: h["columns"][6].__setitem__(0, "plain"), "edge_value cannot be stored as"),
         (lambda h, _: h["columns"][6].__setitem__(1, "<i4"), "edge_value cannot be stored as"),
-        (lambda h, _: h["columns"][3].__setitem__(0, "quantized"), "node_ci cannot be stored"),
+        (lambda h, _: h["columns"][3].__setitem__(0, "plain"), "node_ci cannot be stored"),
+        (lambda h, _: h.pop("ci_step"), "node_ci cannot be stored as 'quantized'"),
     ],
 )
 @pytest.mark.parametrize("big", [False, True])
@@ -219,7 +245,7 @@ def test_damaged_quantized_blobs_say_what_is_wrong(damage: Any, message: str, bi
 
 def test_float_blobs_cannot_hold_a_quantized_column() -> None:
     blob = encode_graph(SMALL, value_encoding=Quantized(1e-6))
-    with pytest.raises(GraphCodecError, match="edge_value cannot be stored as 'quantized'"):
+    with pytest.raises(GraphCodecError, match="cannot be stored as 'quantized'"):
         decode_graph(blob[:5] + bytes([0]) + blob[6:])
 
 
@@ -227,7 +253,7 @@ def test_big_graphs_round_trip_on_the_second_thread() -> None:
     graph = big_graph()
     blob = encode_graph(graph, value_encoding=Quantized(1e-6))
     decoded = decode_graph(blob)
-    assert_columns_equal(graph, decoded)
+    assert_columns_equal(graph, decoded, ci_step=CI_UNIT)
     assert_within_precision(decoded.edge_value, graph.edge_value, 1e-6)
     assert len(blob) < 0.8 * len(encode_graph(graph))
 
@@ -287,7 +313,7 @@ def test_graphs_agree_up_to_the_precision(twin_builds: tuple[str, str]) -> None:
         for info in a.iter_prompts():
             left, right = a.get_graph(info.id), b.get_graph(info.id)
             assert left is not None and right is not None
-            assert_columns_equal(left, right)
+            assert_columns_equal(left, right, ci_step=CI_UNIT)
             assert_within_precision(right.edge_value, left.edge_value, STEP)
             assert not np.array_equal(left.edge_value, right.edge_value)  # it did quantize
 

@@ -4,18 +4,28 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy import insert, text
+from sqlalchemy import insert, inspect, text
 
 from locattr import LocalAttrDB
-from locattr.storage import DatabaseError, PromptRecord, ValueDtype, resolve_target, writes
+from locattr.storage import (
+    DatabaseError,
+    PromptRecord,
+    ValueDtype,
+    resolve_target,
+    writes,
+)
+from locattr.storage.component_lists import unpack
+from locattr.storage.context_blobs import ContextDecoder
 from locattr.storage.edge_rows import EDGE_INDEX_MIN_ABS
 from locattr.storage.engine import create_sync_engine
+from locattr.storage.index_rows import CI_UNIT, from_ci_units
 from locattr.storage.models import SCHEMA_REVISION, prompts_table
 from locattr.storage.schema import alembic_config, upgrade
 from locattr.storage.writes import PreparedPrompt
@@ -156,14 +166,14 @@ def database_at_0002(db_url: str) -> list[PreparedPrompt]:
                     {"c": c, "p": prompt_id, "m": m, "b": b}
                     for c, m, b in zip(
                         prompt.component_ids.tolist(),
-                        prompt.max_ci.tolist(),
+                        from_ci_units(prompt.max_ci).tolist(),  # 0002 stored floats
                         prompt.position_blobs,
                         strict=True,
                     )
                 ],
             )
             writes.bump_component_counters(
-                connection, prompt.component_ids, prompt.max_ci.astype(np.float64)
+                connection, prompt.component_ids, from_ci_units(prompt.max_ci)
             )
     engine.dispose()
     return prepared
@@ -184,14 +194,13 @@ def test_upgrade_to_0003_fills_ci_sums_from_the_graphs(db_url: str) -> None:
                         {"p": prompt_id},
                     ).all()
                 )
-                if prompt.row["graph"] is not None:  # exactly what a new build stores
-                    expected = prompt.ci_sum.tolist()
+                if prompt.row["graph"] is not None:  # what a new build stores
+                    expected = prompt.ci_sum
                 else:  # max CI x positions, the most the index tells
-                    expected = [
-                        m * (len(b) // 2)
-                        for m, b in zip(prompt.max_ci.tolist(), prompt.position_blobs, strict=True)
-                    ]
-                assert [stored[c] for c in prompt.component_ids.tolist()] == expected
+                    expected = prompt.max_ci * [len(b) // 2 for b in prompt.position_blobs]
+                # in CI units (0006), within the one unit the sum's float32 (0003) may move it
+                found = np.array([stored[c] for c in prompt.component_ids.tolist()])
+                assert found.dtype == np.int64 and np.abs(found - expected).max() <= 1
         key = db.list_components(limit=1)[0].key
         unpacked = db.find_prompts_with_components([key])  # the packed postings were dropped
         assert db.build_postings() == len(prepared)
@@ -272,3 +281,78 @@ def test_upgrade_to_0005_compresses_the_contexts(db_url: str, n: int) -> None:
             **contexts,
             "h.0.mlp.c_fc:0": {"mean_ci": 0.5},
         }
+
+
+def index_tables(db_url: str) -> tuple[list[tuple[Any, ...]], dict[int, bytes], set[Any]]:
+    """The raw index rows, the packed prompt lists and the index names of the index table."""
+    target = resolve_target(db_url)
+    engine = create_sync_engine(target)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT component_id, prompt_id, max_ci, positions, ci_sum "
+                "FROM component_activations ORDER BY component_id, prompt_id"
+            )
+        ).all()
+        lists = dict(
+            connection.execute(text("SELECT prompt_id, component_ids FROM prompt_postings")).all()
+        )
+        names = {i["name"] for i in inspect(connection).get_indexes("component_activations")}
+    engine.dispose()
+    return [tuple(row) for row in rows], {p: bytes(b) for p, b in lists.items()}, names
+
+
+def test_0006_keeps_the_index_in_integers_and_reads_it_by_prompt(db_url: str) -> None:
+    rng = np.random.default_rng(6)
+    vocabulary = [" a", " b", " c"]
+    contexts = {
+        f"h.0.mlp.c_fc:{i}": {
+            "example_tokens": [["x", " b", " c"]],
+            "example_token_ids": [[0, 1, 2]],
+        }
+        for i in range(LAYERS["h.0.mlp.c_fc"])  # enough to train a dictionary on
+    }
+    with LocalAttrDB(db_url) as db:
+        db.register_layers(LAYERS)
+        db.add_prompts([random_record(rng, n_nodes=40) for _ in range(12)])
+        db.build_postings()
+        db.set_vocabulary(vocabulary)
+        db.set_activation_contexts(contexts)  # their tokens left to the vocabulary
+        key = db.list_components(limit=1)[0].key
+        before = db.find_prompts_with_components([key], rank="max_ci")
+        cofiring = db.get_cofiring(key, min_count=1)
+    rows, lists, names = index_tables(db_url)
+    assert names == set() and len(lists) == 12  # a packed list per prompt, no prompt index
+    assert all(isinstance(row[2], int) and isinstance(row[4], int) for row in rows)
+    assert {p: unpack(b).tolist() for p, b in lists.items()} == {
+        p: sorted(c for c, q, *_ in rows if q == p) for p in lists
+    }
+    target = resolve_target(db_url)
+    engine = create_sync_engine(target)
+    with engine.begin() as connection:
+        command.downgrade(alembic_config(target, connection), "0005_compressed_contexts")
+    engine.dispose()
+    old_rows, old_lists, old_names = index_tables(db_url)
+    assert old_names == {"ix_component_activations_prompt"} and old_lists == {}
+    engine = create_sync_engine(target)
+    with engine.connect() as connection:
+        # stored whole again: 0005 reads them without the vocabulary
+        dictionaries = connection.execute(
+            text("SELECT id, data FROM activation_context_dictionaries")
+        ).all()
+        decoder = ContextDecoder({i: bytes(d) for i, d in dictionaries}, lambda: None)
+        stored = connection.execute(text("SELECT data, dictionary_id FROM activation_contexts"))
+        whole = [decoder.decode(bytes(d), i) for d, i in stored]
+    engine.dispose()
+    assert whole == list(contexts.values())
+    assert [row[2] for row in old_rows] == pytest.approx([row[2] * CI_UNIT for row in rows])
+    assert upgrade(target) == SCHEMA_REVISION
+    assert index_tables(db_url) == (rows, lists, names)  # exactly as written
+    with LocalAttrDB(db_url) as db:
+        db.build_postings()
+        after = db.find_prompts_with_components([key], rank="max_ci")
+        assert [(h.prompt_id, h.score) for h in after.hits] == [
+            (h.prompt_id, h.score) for h in before.hits
+        ]
+        assert db.get_cofiring(key, min_count=1) == cofiring
+        assert db.get_activation_contexts() == contexts

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from locattr.errors import LocattrError
-from locattr.storage import LocalAttrDB, create_async_engine_for, reads
+from locattr.storage import LocalAttrDB, create_async_engine_for
 from locattr.storage.engine import DatabaseTarget, create_sync_engine
 from locattr.storage.reads import LayerCache
 
@@ -50,14 +50,10 @@ class Database:
     readers: anyio.CapacityLimiter = field(
         default_factory=lambda: anyio.CapacityLimiter(SQLITE_READERS)
     )
-    _vocabulary: list[str] | None = None
 
     def vocabulary(self, connection: Connection) -> list[str] | None:
-        """The stored vocabulary, read once (a database without one is asked again, since a
-        running build may add it)."""
-        if self._vocabulary is None:
-            self._vocabulary = reads.vocabulary(connection)
-        return self._vocabulary
+        """The stored vocabulary, read once (see `LayerCache`)."""
+        return self.layers.vocabulary(connection)
 
     @classmethod
     def open(cls, path_or_url: str, timeout_s: float) -> Database:

@@ -163,9 +163,10 @@ def _generate(
             state.contexts = (done, total)
             show(state)
 
-        contexts_s = _ensure_contexts(db, run, plan, options, on_windows)
+        # The vocabulary first: contexts are stored leaving their tokens to it.
         if run.tokenizer is not None and db.get_vocabulary() is None:
             db.set_vocabulary(TokenText(run.tokenizer).vocabulary(vocab_size(run)))
+        contexts_s = _ensure_contexts(db, run, plan, options, on_windows)
     state.contexts, state.started_at = None, time.monotonic()
 
     def on_event(event: Event) -> None:

@@ -18,15 +18,14 @@ from numpy.typing import NDArray
 from sqlalchemy import func, select
 
 from locattr.storage.models import cofiring_counts_table as cc
-from locattr.storage.models import component_activations_table as ca
-from locattr.storage.models import components_table
+from locattr.storage.models import components_table, prompts_table
 from locattr.storage.models import corpus_attributions_table as attributions
 from locattr.storage.models import corpus_deltas_table as deltas
 from locattr.storage.models import edge_postings_table as edge_postings
-from locattr.storage.models import prompt_postings_table as pp
 from locattr.storage.queries import AnySelect
 
 _INDEX_ROW = "SELECT component_id, prompt_id, max_ci, ci_sum FROM component_activations"
+"""Index rows with their CI values as stored (integers in `index_rows.CI_UNIT`)."""
 _INDEX_ORDER = "ORDER BY component_id, prompt_id"
 
 
@@ -44,8 +43,9 @@ def _listed_array(ids: NDArray[np.int64]) -> str:
 
 
 def last_indexed_prompt_id() -> AnySelect:
-    """The largest prompt id with index rows (0 when there are none)."""
-    return select(func.coalesce(func.max(ca.c.prompt_id), 0))
+    """The largest prompt id (0 when there are none): every prompt up to it has its index rows,
+    written with it. (The index itself has no order by prompt to find this in.)"""
+    return select(func.coalesce(func.max(prompts_table.c.id), 0))
 
 
 def last_component_id() -> AnySelect:
@@ -71,24 +71,6 @@ def index_rows_after(component_ids: Iterable[int], after_prompt_id: int) -> str:
     )
 
 
-def index_pairs_of_prompts(after_prompt_id: int, through: int) -> str:
-    """(prompt_id, component_id) of the prompts `after_prompt_id` < id <= `through`, by prompt
-    then component."""
-    return (
-        "SELECT prompt_id, component_id FROM component_activations "
-        f"WHERE prompt_id > {int(after_prompt_id)} AND prompt_id <= {int(through)} "
-        "ORDER BY prompt_id, component_id"
-    )
-
-
-def components_in_index(prompt_ids: NDArray[np.int64]) -> str:
-    """(component_id) of every index row of these prompts."""
-    return (
-        "SELECT component_id FROM component_activations "
-        f"WHERE prompt_id IN ({_listed_array(prompt_ids)})"
-    )
-
-
 # -- packed postings ---------------------------------------------------------------------------
 
 
@@ -101,30 +83,35 @@ def component_postings(component_ids: Iterable[int]) -> str:
     )
 
 
-def prompt_postings(prompt_ids: NDArray[np.int64]) -> str:
+def prompt_postings(prompt_ids: Iterable[int]) -> str:
     """(prompt_id, component_ids) of these prompts' packed component lists."""
     return (
         "SELECT prompt_id, component_ids FROM prompt_postings "
-        f"WHERE prompt_id IN ({_listed_array(prompt_ids)})"
+        f"WHERE prompt_id IN ({_listed(prompt_ids)})"
     )
 
 
-def components_outside(prompt_ids: NDArray[np.int64], watermark: int) -> tuple[str, str]:
-    """Two statements over the prompts not among `prompt_ids`: (component_ids) of their packed
-    component lists, and (component_id) of the index rows of those after `watermark` (the
-    largest prompt id with a packed list). One list of ids for both: it can hold tens of
-    thousands."""
-    listed = _listed_array(prompt_ids) or "-1"
+def index_rows_of_pairs(component_ids: NDArray[np.int64], prompt_ids: NDArray[np.int64]) -> str:
+    """(prompt_id, component_id, max_ci, positions, ci_sum) of the index rows of these (component,
+    prompt) pairs, by prompt then component: one primary-key lookup each (the index has no
+    order by prompt)."""
+    pairs = ",".join(
+        f"({c},{p})" for c, p in zip(component_ids.tolist(), prompt_ids.tolist(), strict=True)
+    )
     return (
-        f"SELECT component_ids FROM prompt_postings WHERE prompt_id NOT IN ({listed})",
-        "SELECT component_id FROM component_activations "
-        f"WHERE prompt_id > {int(watermark)} AND prompt_id NOT IN ({listed})",
+        f"WITH pairs (component_id, prompt_id) AS (VALUES {pairs}) "
+        "SELECT ca.prompt_id, ca.component_id, ca.max_ci, ca.positions, ca.ci_sum "
+        "FROM pairs JOIN component_activations AS ca "
+        "ON ca.component_id = pairs.component_id AND ca.prompt_id = pairs.prompt_id "
+        "ORDER BY ca.prompt_id, ca.component_id"
     )
 
 
-def prompt_postings_watermark() -> AnySelect:
-    """The largest prompt id with a packed component list (0 when there are none)."""
-    return select(func.coalesce(func.max(pp.c.prompt_id), 0))
+def prompt_postings_except(prompt_ids: NDArray[np.int64]) -> str:
+    """(component_ids) of the packed component lists of the prompts not among `prompt_ids` (one
+    list of ids: it can hold tens of thousands)."""
+    listed = _listed_array(prompt_ids) or "-1"
+    return f"SELECT component_ids FROM prompt_postings WHERE prompt_id NOT IN ({listed})"
 
 
 def stored_cofiring_counts(component_id: int) -> AnySelect:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from locattr.storage import queries, writes
+from locattr.storage import postings, queries, writes
 from locattr.storage.codec import decode_graph
 from locattr.storage.edge_rows import edge_rows
 from locattr.storage.engine import DatabaseError
@@ -75,9 +75,9 @@ def merge_databases(into: LocalAttrDB, other: LocalAttrDB, *, batch_size: int) -
             ).all()
             if not rows:
                 return added
-            index = source.execute(queries.index_rows_of([row[0] for row in rows])).all()
+            index = postings.index_rows_of_prompts(source, [row[0] for row in rows])
         after = rows[-1][0]
-        by_prompt: dict[int, list[tuple[int, float, bytes, float]]] = {}
+        by_prompt: dict[int, list[tuple[int, int, bytes, int]]] = {}
         for prompt_id, component_id, max_ci, positions, ci_sum in index:
             by_prompt.setdefault(prompt_id, []).append((component_id, max_ci, positions, ci_sum))
         prepared = []
@@ -89,9 +89,9 @@ def merge_databases(into: LocalAttrDB, other: LocalAttrDB, *, batch_size: int) -
                 writes.PreparedPrompt(
                     row=dict(zip(_PROMPT_COLUMNS, row[1:], strict=True)),
                     component_ids=remap[np.array([e[0] for e in entries], dtype=np.int64)],
-                    max_ci=np.array([e[1] for e in entries], dtype=np.float32),
+                    max_ci=np.array([e[1] for e in entries], dtype=np.int64),
                     position_blobs=[e[2] for e in entries],
-                    ci_sum=np.array([e[3] for e in entries], dtype=np.float32),
+                    ci_sum=np.array([e[3] for e in entries], dtype=np.int64),
                     edges=None
                     if graph is None
                     else edge_rows(

@@ -19,7 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_REVISION = "0005_compressed_contexts"
+SCHEMA_REVISION = "0006_compact_index"
 """The alembic revision these models correspond to (checked against alembic's head in tests)."""
 
 
@@ -110,33 +110,34 @@ class ComponentActivation(Base):
     """The inverted index: component -> prompts where it fires (CI >= the build threshold).
 
     The primary key leads with the component, so one component's prompts are one contiguous
-    range (a clustered WITHOUT ROWID table on SQLite). ``positions`` holds the token positions
-    where it fires as little-endian uint16; ``ci_sum`` its CI summed over those positions (its
-    CI mass in the prompt, what search ranks by).
+    range (a clustered WITHOUT ROWID table on SQLite); a prompt's components are its
+    `PromptPosting`, so no second index is kept. ``positions`` holds the token positions where
+    it fires as little-endian uint16; ``max_ci`` its largest CI there and ``ci_sum`` its CI
+    summed over those positions (its CI mass in the prompt, what search ranks by), both as
+    integers in `index_rows.CI_UNIT` (1e-6): 3 or 4 bytes a value on SQLite, where a REAL
+    takes 8.
     """
 
     __tablename__ = "component_activations"
-    __table_args__ = (
-        Index("ix_component_activations_prompt", "prompt_id"),
-        {"sqlite_with_rowid": False},
-    )
+    __table_args__ = {"sqlite_with_rowid": False}
 
     component_id: Mapped[int] = mapped_column(ForeignKey("components.id"), primary_key=True)
     prompt_id: Mapped[int] = mapped_column(
         ForeignKey("prompts.id", ondelete="CASCADE"), primary_key=True
     )
-    max_ci: Mapped[float] = mapped_column(Float)
+    max_ci: Mapped[int] = mapped_column(BigInteger)
     positions: Mapped[bytes] = mapped_column(LargeBinary)
-    ci_sum: Mapped[float] = mapped_column(Float)
+    ci_sum: Mapped[int] = mapped_column(BigInteger)
 
 
 class ComponentPosting(Base):
     """The inverted index packed per component, for fast search (see `storage.postings`).
 
     Covers the index rows with ``prompt_id <= through_prompt_id``: the prompt ids (ascending,
-    little-endian int32) and the matching max CIs and CI sums (little-endian float32). Rows
-    added after the last build are read from `component_activations`, so the packed copy is
-    never wrong, only less complete.
+    little-endian int32) and the matching max CIs and CI sums (in `index_rows.CI_UNIT` as the
+    index holds them, `index_rows.pack_ci_units`' int32 or int64). Rows added after the last
+    build are read from `component_activations`, so the packed copy is never wrong, only less
+    complete.
     """
 
     __tablename__ = "component_postings"
@@ -149,11 +150,11 @@ class ComponentPosting(Base):
 
 
 class PromptPosting(Base):
-    """The inverted index transposed and packed per prompt: the ids of the components firing in
-    it (ascending, little-endian int32), for co-firing counts (see `storage.postings`).
+    """The components firing in a prompt (`storage.component_lists`' packing): the index read
+    by prompt, for co-firing counts and for copying a prompt's index rows.
 
-    Built with the component postings. A prompt is never changed once stored, so a row is
-    complete once written; prompts without a row are read from `component_activations`.
+    Written with the prompt and its index rows, in the same transaction: every prompt with
+    index rows has one (a prompt never changes once stored).
     """
 
     __tablename__ = "prompt_postings"

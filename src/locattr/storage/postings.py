@@ -8,8 +8,11 @@ written afterwards (prompt ids above the postings' watermark) are read from the 
 so searches are always complete. This module reads them; `postings_build` writes them.
 
 Per component (`component_postings`): ascending prompt ids with the max CI and the CI sum in
-each, for search. Per prompt (`prompt_postings`): the components firing in it, for co-firing,
-which counts partners over a component's prompts (`cofiring_counts`).
+each, for search. Per prompt (`prompt_postings`, written with each prompt, so always complete):
+the components firing in it, for co-firing, which counts partners over a component's prompts
+(`cofiring_counts`).
+
+CI values arrive as the index's integers and leave as `index_rows.from_ci_units` floats.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ import zstandard
 from numpy.typing import NDArray
 from sqlalchemy import Connection
 
-from locattr.storage import index_queries, queries
+from locattr.storage import component_lists, index_queries, queries
+from locattr.storage.index_rows import from_ci_units, unpack_ci_units
 
 _FETCH_ROWS = 100_000
+_PAIRS_PER_STATEMENT = 50_000
 _COUNT_CHUNK = 1 << 18
 """Ids counted per `np.bincount` call: a chunk's intp copy stays in cache (2x faster at 10M)."""
 
@@ -65,7 +70,7 @@ _EMPTY = Posting(np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
 
 def fetch_index_rows(connection: Connection, sql: str) -> NDArray[np.float64]:
     """The (component_id, prompt_id, max_ci, ci_sum) rows of `sql` (an `index_queries`
-    statement of index rows) as an array.
+    statement of index rows) as an array, CI values as stored (in `index_rows.CI_UNIT`).
 
     Goes through the DBAPI cursor: building numpy arrays from SQLAlchemy rows costs ~20x more.
     """
@@ -110,7 +115,12 @@ def split_by_component(rows: NDArray[np.float64]) -> Iterator[tuple[int, Posting
     starts = np.flatnonzero(np.diff(rows[:, 0], prepend=-1.0) != 0)
     for begin, end in zip(starts, [*starts[1:], len(rows)], strict=True):
         block = rows[begin:end]
-        yield int(block[0, 0]), Posting(block[:, 1].astype(np.int64), block[:, 2], block[:, 3])
+        yield (
+            int(block[0, 0]),
+            Posting(
+                block[:, 1].astype(np.int64), from_ci_units(block[:, 2]), from_ci_units(block[:, 3])
+            ),
+        )
 
 
 def read_postings(connection: Connection, component_ids: Sequence[int]) -> dict[int, Posting]:
@@ -124,8 +134,8 @@ def read_postings(connection: Connection, component_ids: Sequence[int]) -> dict[
     packed = {
         component_id: Posting(
             np.frombuffer(ids, dtype="<i4").astype(np.int64),
-            np.frombuffer(max_ci, dtype="<f4").astype(np.float64),
-            np.frombuffer(ci_sum, dtype="<f4").astype(np.float64),
+            unpack_ci_units(max_ci, len(ids) // 4),
+            unpack_ci_units(ci_sum, len(ids) // 4),
         )
         for component_id, watermark, ids, max_ci, ci_sum in stored
         if watermark == through
@@ -302,34 +312,58 @@ def count_together(
     return together
 
 
-def _components_in(connection: Connection, prompt_ids: NDArray[np.int64]) -> NDArray[np.int32]:
+def _components_in(connection: Connection, prompt_ids: NDArray[np.int64]) -> NDArray[np.int64]:
     """The ids of the components firing in each of the prompts, concatenated."""
     if not len(prompt_ids):
-        return np.zeros(0, np.int32)
+        return np.zeros(0, np.int64)
+    rows = _fetch_all(connection, index_queries.prompt_postings(prompt_ids.tolist()))
+    return component_lists.unpack_many([row[1] for row in rows])
+
+
+def components_in_prompts(
+    connection: Connection, prompt_ids: Sequence[int]
+) -> dict[int, NDArray[np.int64]]:
+    """The ids of the components firing in each of these prompts (ascending), by prompt id;
+    prompts without index rows are left out."""
+    if not prompt_ids:
+        return {}
     rows = _fetch_all(connection, index_queries.prompt_postings(prompt_ids))
-    missing = np.setdiff1d(prompt_ids, np.array([row[0] for row in rows], dtype=np.int64))
-    packed = np.frombuffer(b"".join(row[1] for row in rows), dtype="<i4")
-    if not len(missing):
-        return packed
-    recent = fetch_ints(connection, index_queries.components_in_index(missing), columns=1)
-    return np.concatenate([packed, recent[:, 0].astype(np.int32)])
+    return {prompt_id: component_lists.unpack(blob) for prompt_id, blob in rows}
 
 
-def _components_outside(connection: Connection, prompt_ids: NDArray[np.int64]) -> NDArray[np.int32]:
-    """The ids of the components firing in each prompt not among `prompt_ids`, concatenated.
-
-    Every prompt up to the packed watermark that has index rows has a packed row (they are
-    built in one transaction), so later prompts are the only ones read from the index.
-    """
-    watermark = int(connection.execute(index_queries.prompt_postings_watermark()).scalar_one())
-    packed_sql, recent_sql = index_queries.components_outside(prompt_ids, watermark)
-    rows = _fetch_all(connection, packed_sql)
-    packed = np.frombuffer(b"".join(row[0] for row in rows), dtype="<i4")
-    recent = fetch_ints(connection, recent_sql, columns=1)
-    return np.concatenate([packed, recent[:, 0].astype(np.int32)])
+def count_components_in(connection: Connection, prompt_ids: NDArray[np.int64]) -> NDArray[np.int64]:
+    """By component id, in how many of these prompts it fires (as long as the largest id that
+    fires in one)."""
+    ids = _components_in(connection, prompt_ids)
+    return _count(ids, int(ids.max()) + 1 if len(ids) else 0)
 
 
-def _count(ids: NDArray[np.int32], size: int) -> NDArray[np.int64]:
+def index_rows_of_prompts(
+    connection: Connection, prompt_ids: Sequence[int]
+) -> list[tuple[Any, ...]]:
+    """(prompt_id, component_id, max_ci, positions, ci_sum) of every index row of these
+    prompts, by prompt then component, CI values as stored: the pairs of each prompt's component
+    list looked up by primary key, up to `_PAIRS_PER_STATEMENT` pairs a statement."""
+    lists = sorted(components_in_prompts(connection, prompt_ids).items())
+    rows: list[tuple[Any, ...]] = []
+    while lists:
+        sizes = np.cumsum([len(ids) for _, ids in lists])
+        n = max(1, int(np.searchsorted(sizes, _PAIRS_PER_STATEMENT, side="right")))
+        block, lists = lists[:n], lists[n:]
+        components = np.concatenate([ids for _, ids in block])
+        prompts = np.repeat([p for p, _ in block], [len(ids) for _, ids in block])
+        if len(components):
+            rows += _fetch_all(connection, index_queries.index_rows_of_pairs(components, prompts))
+    return rows
+
+
+def _components_outside(connection: Connection, prompt_ids: NDArray[np.int64]) -> NDArray[np.int64]:
+    """The ids of the components firing in each prompt not among `prompt_ids`, concatenated."""
+    rows = _fetch_all(connection, index_queries.prompt_postings_except(prompt_ids))
+    return component_lists.unpack_many([row[0] for row in rows])
+
+
+def _count(ids: NDArray[np.int64], size: int) -> NDArray[np.int64]:
     counts = np.zeros(size, np.int64)
     for start in range(0, len(ids), _COUNT_CHUNK):
         counts += np.bincount(ids[start : start + _COUNT_CHUNK], minlength=size)

@@ -1,7 +1,8 @@
-"""Every write of the packed index tables: the component and prompt postings and the stored
-co-firing counts (`build_postings`, read by `postings`), the corpus deltas a write batch adds
-(`write_delta`) and their folding into the corpus attributions and the edge postings (`fold`,
-read by `corpus` through `corpus_deltas` and `edge_postings`).
+"""Every write of the packed index tables: the component postings and the stored co-firing
+counts (`build_postings`, read by `postings`; prompt postings are written with each prompt),
+the corpus deltas a write batch adds (`write_delta`) and their folding into the corpus
+attributions and the edge postings (`fold`, read by `corpus` through `corpus_deltas` and
+`edge_postings`).
 
 Call each inside a write transaction (`writes.write_transaction`). The bulk writes go through
 the driver with plain tuples: a fold or a build writes up to millions of rows, and building
@@ -19,15 +20,14 @@ from sqlalchemy import Connection, delete, insert
 from locattr.storage import corpus_deltas, edge_postings, index_queries, postings
 from locattr.storage.edge_postings import PairEntries
 from locattr.storage.edge_rows import EdgeRows, PairSums, StrongEntries
+from locattr.storage.index_rows import pack_ci_units
 from locattr.storage.models import cofiring_counts_table as cc
 from locattr.storage.models import component_postings_table as cp
 from locattr.storage.models import corpus_attributions_table as attributions
 from locattr.storage.models import corpus_deltas_table as deltas
 from locattr.storage.models import edge_postings_table
-from locattr.storage.models import prompt_postings_table as pp
 
 _COMPONENTS_PER_BLOCK = 2048
-_PROMPTS_PER_BLOCK = 512
 _ROWS_PER_INSERT = 50_000
 FREQUENT_SHARE = 0.05
 FREQUENT_MIN_PROMPTS = 1000
@@ -39,12 +39,11 @@ co-firing counts stored: counting theirs at request time reads the most (tens of
 
 
 def build_postings(connection: Connection) -> int:
-    """Rebuild every component's and every prompt's posting from the index; returns the
-    watermark prompt id.
+    """Rebuild every component's posting and the stored co-firing counts from the index;
+    returns the watermark prompt id.
 
-    Call inside a write transaction (so no prompt commits meanwhile). Reads the index twice: a
-    block of components at a time in primary-key order, then a block of prompts at a time
-    through the prompt index.
+    Call inside a write transaction (so no prompt commits meanwhile). Reads the index once, a
+    block of components at a time in primary-key order.
     """
     through = int(connection.execute(index_queries.last_indexed_prompt_id()).scalar_one())
     connection.execute(delete(cp))
@@ -59,40 +58,16 @@ def build_postings(connection: Connection) -> int:
                 "component_id": component_id,
                 "through_prompt_id": through,
                 "prompt_ids": posting.prompt_ids.astype("<i4").tobytes(),
-                "max_ci": posting.max_ci.astype("<f4").tobytes(),
-                "ci_sum": posting.ci_sum.astype("<f4").tobytes(),
+                "max_ci": pack_ci_units(posting.max_ci),
+                "ci_sum": pack_ci_units(posting.ci_sum),
             }
             for component_id, posting in postings.split_by_component(rows)
         ]
         if entries:
             connection.execute(insert(cp), entries)
-    _build_prompt_postings(connection, through)
     _build_cofiring_counts(connection, through)
     fold(connection)
     return through
-
-
-def _build_prompt_postings(connection: Connection, through: int) -> None:
-    connection.execute(delete(pp))
-    for first in range(0, through, _PROMPTS_PER_BLOCK):
-        last = min(first + _PROMPTS_PER_BLOCK, through)
-        rows = postings.fetch_ints(
-            connection, index_queries.index_pairs_of_prompts(first, last), columns=2
-        )
-        if not len(rows):
-            continue
-        starts = np.flatnonzero(np.diff(rows[:, 0], prepend=-1) != 0)
-        ends = [*starts[1:].tolist(), len(rows)]
-        connection.execute(
-            insert(pp),
-            [
-                {
-                    "prompt_id": int(rows[begin, 0]),
-                    "component_ids": rows[begin:end, 1].astype("<i4").tobytes(),
-                }
-                for begin, end in zip(starts.tolist(), ends, strict=True)
-            ],
-        )
 
 
 def _build_cofiring_counts(connection: Connection, through: int) -> None:

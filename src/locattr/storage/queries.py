@@ -15,10 +15,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias, get_args
 
-from sqlalchemy import JSON, ColumnElement, Integer, Select, and_, case, func, or_, select
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    Float,
+    Integer,
+    Select,
+    and_,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    type_coerce,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 
 from locattr.errors import LocattrError
+from locattr.storage.index_rows import CI_UNIT
 from locattr.storage.models import (
     activation_contexts_table,
     component_activations_table,
@@ -172,20 +186,28 @@ class MatchSpec:
             raise QueryError(f"min_ci must be a finite number, got {self.min_ci}")
 
     def rows(self) -> AnySelect:
-        """The index rows that count towards a match."""
+        """The index rows that count towards a match (CI values as stored)."""
         statement = select(ca).where(ca.c.component_id.in_(self.component_ids))
-        return statement.where(ca.c.max_ci >= self.min_ci) if self.min_ci > 0 else statement
+        return self._strong_enough(statement)
 
     def excluded_prompts(self) -> AnySelect:
         """The prompts where an excluded component fires (with max CI >= min_ci)."""
         statement = select(ca.c.prompt_id).where(ca.c.component_id.in_(self.excluded_ids))
-        return statement.where(ca.c.max_ci >= self.min_ci) if self.min_ci > 0 else statement
+        return self._strong_enough(statement)
+
+    def _strong_enough(self, statement: AnySelect) -> AnySelect:
+        if self.min_ci <= 0:
+            return statement
+        return statement.where(ci_value(ca.c.max_ci) >= self.min_ci)
 
     def groups(self, scoring: Scoring | None = None) -> AnySelect:
         """(prompt_id, score) of every matching prompt (score: the sum of max CI without a
         `scoring`)."""
         rows = self.rows().subquery()
-        value = rows.c.max_ci if scoring is None else scoring.term(rows, self.component_ids)
+        if scoring is None:
+            value = ci_value(rows.c.max_ci)
+        else:
+            value = scoring.term(rows, self.component_ids)
         grouped = select(rows.c.prompt_id, func.sum(value).label("score")).group_by(
             rows.c.prompt_id
         )
@@ -215,7 +237,7 @@ class Scoring:
     def term(self, rows: Any, component_ids: Sequence[int]) -> ColumnElement[float]:
         """One index row's contribution to its prompt's score, in SQL."""
         if self.rank == "max_ci":
-            return rows.c.max_ci
+            return ci_value(rows.c.max_ci)
         weight = case(
             *(
                 (rows.c.component_id == c, w)
@@ -223,7 +245,18 @@ class Scoring:
             ),
             else_=0.0,
         )
-        return rows.c.ci_sum * weight
+        return ci_value(rows.c.ci_sum) * weight
+
+
+def ci_value(column: ColumnElement[int]) -> ColumnElement[float]:
+    """An index CI column as the CI value it stands for (see `index_rows.CI_UNIT`): a double
+    product on both databases, as numpy computes it (PostgreSQL would multiply a NUMERIC
+    literal exactly)."""
+    return type_coerce(column * literal(CI_UNIT, Float), Float)
+
+
+_CI_VALUE_SQL = f" * CAST({CI_UNIT!r} AS DOUBLE PRECISION)"
+"""`ci_value` in SQL text."""
 
 
 def idf(n_prompts: int, prompt_count: int) -> float:
@@ -288,7 +321,11 @@ def matches_in_prompts(spec: MatchSpec) -> AnySelect:
     return (
         spec.rows()
         .with_only_columns(
-            ca.c.prompt_id, ca.c.component_id, ca.c.max_ci, ca.c.positions, ca.c.ci_sum
+            ca.c.prompt_id,
+            ca.c.component_id,
+            ci_value(ca.c.max_ci),
+            ca.c.positions,
+            ci_value(ca.c.ci_sum),
         )
         .where(ca.c.prompt_id.in_(select(matching.c.prompt_id)))
     )
@@ -304,9 +341,11 @@ def page_matches(spec: MatchSpec, prompt_ids: Sequence[int]) -> str:
     """
     components = ",".join(str(int(c)) for c in spec.component_ids)
     prompts = ",".join(str(int(p)) for p in prompt_ids)
-    min_ci = f" AND ca.max_ci >= {float(spec.min_ci)!r}" if spec.min_ci > 0 else ""
+    unit = _CI_VALUE_SQL
+    min_ci = f" AND ca.max_ci{unit} >= {float(spec.min_ci)!r}" if spec.min_ci > 0 else ""
     return (
-        "SELECT ca.prompt_id, ca.component_id, ca.max_ci, ca.positions, ca.ci_sum, p.tokens "
+        f"SELECT ca.prompt_id, ca.component_id, ca.max_ci{unit}, ca.positions, ca.ci_sum{unit}, "
+        "p.tokens "
         "FROM component_activations AS ca JOIN prompts AS p ON p.id = ca.prompt_id "
         f"WHERE ca.component_id IN ({components}) AND ca.prompt_id IN ({prompts}){min_ci}"
     )
@@ -407,7 +446,7 @@ def top_prompts_of_component(component_id: int | ColumnElement[int], limit: int)
     """(prompt_id, max_ci) of the prompts where the component fires most strongly: highest
     max CI first, ties to the lower prompt id."""
     return (
-        select(ca.c.prompt_id, ca.c.max_ci)
+        select(ca.c.prompt_id, ci_value(ca.c.max_ci).label("max_ci"))
         .where(ca.c.component_id == component_id)
         .order_by(ca.c.max_ci.desc(), ca.c.prompt_id)
         .limit(limit)
@@ -441,27 +480,6 @@ def component_details(component_ids: Sequence[int], *, top_k: int, dialect: str)
         .add_columns(select(top_ids).select_from(strongest).scalar_subquery())
         .select_from(components_table.outerjoin(contexts, contexts.c.component_id == c.id))
         .where(c.id.in_(component_ids))
-    )
-
-
-def cofiring_components(component_id: int, *, sample: int, limit: int) -> AnySelect:
-    """(component_id, prompts) of the components firing most often alongside this one,
-    counted over its `sample` strongest prompts (bounded work for components firing often)."""
-    strongest = (
-        select(ca.c.prompt_id)
-        .where(ca.c.component_id == component_id)
-        .order_by(ca.c.max_ci.desc(), ca.c.prompt_id)
-        .limit(sample)
-        .subquery()
-    )
-    together = func.count().label("prompts")
-    return (
-        select(ca.c.component_id, together)
-        .join(strongest, strongest.c.prompt_id == ca.c.prompt_id)
-        .where(ca.c.component_id != component_id)
-        .group_by(ca.c.component_id)
-        .order_by(together.desc(), ca.c.component_id)
-        .limit(limit)
     )
 
 
@@ -610,14 +628,4 @@ def stored_prompt_rows(after_id: int, limit: int, columns: Sequence[str]) -> Any
         .where(p.id > after_id)
         .order_by(p.id)
         .limit(limit)
-    )
-
-
-def index_rows_of(prompt_ids: Sequence[int]) -> AnySelect:
-    """The index rows of these prompts, by prompt then component: prompt id, component id, max
-    CI, positions, CI sum."""
-    return (
-        select(ca.c.prompt_id, ca.c.component_id, ca.c.max_ci, ca.c.positions, ca.c.ci_sum)
-        .where(ca.c.prompt_id.in_(prompt_ids))
-        .order_by(ca.c.prompt_id, ca.c.component_id)
     )

@@ -39,11 +39,19 @@ from locattr.storage.records import (
 
 class LayerCache:
     """The layer table (small, rarely changing), re-read when a key names an unknown layer;
-    and the components' prompt counts, re-read when the number of prompts changed."""
+    the components' prompt counts, re-read when the number of prompts changed; and the
+    vocabulary, read once stored (a database without one is asked again: a running build may
+    add it)."""
 
     def __init__(self) -> None:
         self._slots: dict[str, LayerSlot] = {}
         self._counts: postings.PromptCounts | None = None
+        self._vocabulary: list[str] | None = None
+
+    def vocabulary(self, connection: Connection) -> list[str] | None:
+        if self._vocabulary is None:
+            self._vocabulary = vocabulary(connection)
+        return self._vocabulary
 
     def prompt_counts(self, connection: Connection) -> postings.PromptCounts:
         """Every component's prompt count. Prompts are only ever added, so an unchanged number
@@ -341,7 +349,7 @@ def component_details(
     statement = queries.component_details(known, top_k=top_k, dialect=connection.dialect.name)
     rows = connection.execute(statement).all() if known else []
     by_id = {row[0]: row for row in rows}
-    decoder = context_decoder(connection, [row[6] for row in rows])
+    decoder = context_decoder(connection, [row[6] for row in rows], layers)
     found: list[ComponentDetails] = []
     unknown: list[str] = []
     for key, component_id in ids.items():
@@ -409,10 +417,15 @@ def cofiring_components(
     component_id = layers.component_id(connection, ComponentKey.parse(key))
     if component_id is None:
         return []
-    rows = connection.execute(
-        queries.cofiring_components(component_id, sample=sample, limit=limit)
-    ).all()
-    return [(layers.key_of(connection, other), count) for other, count in rows]
+    strongest = connection.execute(queries.top_prompts_of_component(component_id, sample)).all()
+    together = postings.count_components_in(
+        connection, np.array([prompt_id for prompt_id, _ in strongest], dtype=np.int64)
+    )
+    if component_id < len(together):
+        together[component_id] = 0
+    partners = np.flatnonzero(together)
+    best = partners[np.lexsort((partners, -together[partners]))][:limit]
+    return [(layers.key_of(connection, int(other)), int(together[other])) for other in best]
 
 
 CofiringOrder: TypeAlias = Literal["lift", "jaccard", "count"]
@@ -558,13 +571,16 @@ def activation_context(
     if row is None:
         return None
     data, dictionary_id, dictionary = row
-    decoder = ContextDecoder({} if dictionary_id is None else {dictionary_id: dictionary})
+    decoder = ContextDecoder(
+        {} if dictionary_id is None else {dictionary_id: dictionary},
+        lambda: layers.vocabulary(connection),
+    )
     return decoder.decode(data, dictionary_id)
 
 
 def activation_contexts(connection: Connection) -> dict[str, dict[str, Any]]:
     rows = connection.execute(queries.activation_contexts()).all()
-    decoder = context_decoder(connection, [row[4] for row in rows])
+    decoder = context_decoder(connection, [row[4] for row in rows], LayerCache())
     return {f"{layer}:{index}": decoder.decode(data, d) for _, layer, index, data, d in rows}
 
 
@@ -584,18 +600,21 @@ def activation_context_page(
     )
     rows = connection.execute(statement).all()
     page = paginate(rows, limit, lambda row: queries.encode_id_cursor(row[0]))
-    decoder = context_decoder(connection, [row[4] for row in page.items])
+    decoder = context_decoder(connection, [row[4] for row in page.items], layers)
     return page.map(lambda row: (f"{row[1]}:{row[2]}", decoder.decode(row[3], row[4])))
 
 
-def context_decoder(connection: Connection, dictionary_ids: Iterable[int | None]) -> ContextDecoder:
+def context_decoder(
+    connection: Connection, dictionary_ids: Iterable[int | None], layers: LayerCache
+) -> ContextDecoder:
     """A decoder for stored contexts compressed with these dictionaries (one statement, none
-    when no context uses one)."""
+    when no context uses one), taking the vocabulary from `layers`' cache."""
     wanted = sorted({i for i in dictionary_ids if i is not None})
-    if not wanted:
-        return ContextDecoder({})
-    rows = connection.execute(queries.context_dictionaries(wanted)).all()
-    return ContextDecoder({dictionary_id: data for dictionary_id, data in rows})
+    rows = connection.execute(queries.context_dictionaries(wanted)).all() if wanted else []
+    return ContextDecoder(
+        {dictionary_id: data for dictionary_id, data in rows},
+        lambda: layers.vocabulary(connection),
+    )
 
 
 def layer_sizes(slots: Mapping[str, LayerSlot]) -> dict[str, int]:

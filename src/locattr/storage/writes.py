@@ -18,12 +18,17 @@ import orjson
 from numpy.typing import NDArray
 from sqlalchemy import Connection, Engine, bindparam, case, insert, text, update
 
-from locattr.storage import postings_build, queries, reads
-from locattr.storage.codec import ValueEncoding, encode_graph, stored_edge_values
+from locattr.storage import component_lists, postings_build, queries, reads
+from locattr.storage.codec import (
+    ValueEncoding,
+    encode_graph,
+    stored_edge_values,
+    stored_node_ci,
+)
 from locattr.storage.context_blobs import encode_contexts
 from locattr.storage.edge_rows import EdgeRows, edge_rows
 from locattr.storage.engine import DatabaseError
-from locattr.storage.index_rows import index_rows
+from locattr.storage.index_rows import from_ci_units, index_rows
 from locattr.storage.models import (
     activation_contexts_table,
     component_activations_table,
@@ -31,6 +36,7 @@ from locattr.storage.models import (
     context_dictionaries_table,
     layers_table,
     meta_table,
+    prompt_postings_table,
     prompts_table,
 )
 from locattr.storage.queries import CORPUS_TABLES_STALE_KEY as CORPUS_TABLES_STALE_KEY
@@ -46,9 +52,10 @@ class PreparedPrompt:
 
     row: dict[str, object]
     component_ids: NDArray[np.int64]
-    max_ci: NDArray[np.float32]
+    max_ci: NDArray[np.int64]
+    """In `index_rows.CI_UNIT`, as the index stores it (and `ci_sum`)."""
     position_blobs: list[bytes]
-    ci_sum: NDArray[np.float32]
+    ci_sum: NDArray[np.int64]
     edges: EdgeRows | None
     """The corpus attributions and edge index rows it adds; None when they cannot be known (a
     prompt merged from a database that stored no graph), which leaves those tables stale."""
@@ -113,7 +120,10 @@ def prepare_prompt(
 ) -> PreparedPrompt:
     """Encode the graph and map index rows to component ids (outside any transaction)."""
     graph = record.graph.canonical()
-    rows = index_rows(graph, decomposed=slots.keys())
+    # From the CIs the blob stores, as everything derived from a graph: rebuilt from the blobs,
+    # the index comes out the same.
+    node_ci = stored_node_ci(graph.node_ci, value_encoding)
+    rows = index_rows(graph, decomposed=slots.keys(), node_ci=node_ci)
     values = stored_edge_values(graph.edge_value, value_encoding)
     first = np.zeros(len(graph.layers), dtype=np.int64)
     limit = np.zeros(len(graph.layers), dtype=np.int64)
@@ -196,6 +206,8 @@ def insert_prompts(connection: Connection, prompts: Sequence[PreparedPrompt]) ->
 def _insert_index_rows(
     connection: Connection, prompts: Sequence[tuple[int, PreparedPrompt]]
 ) -> None:
+    """The prompts' index rows, their component lists (`prompt_postings`) and the component
+    counters they bump."""
     rows = [
         {
             "component_id": cid,
@@ -216,8 +228,16 @@ def _insert_index_rows(
     if not rows:
         return
     connection.execute(insert(component_activations_table), rows)
+    connection.execute(
+        insert(prompt_postings_table),
+        [
+            {"prompt_id": prompt_id, "component_ids": component_lists.pack(p.component_ids)}
+            for prompt_id, p in prompts
+            if len(p.component_ids)
+        ],
+    )
     all_ids = np.concatenate([p.component_ids for _, p in prompts])
-    all_ci = np.concatenate([p.max_ci for _, p in prompts]).astype(np.float64)
+    all_ci = from_ci_units(np.concatenate([p.max_ci for _, p in prompts]))
     bump_component_counters(connection, all_ids, all_ci)
 
 
@@ -296,7 +316,7 @@ def set_activation_contexts(
             )
         )
     if ids:
-        encoded = encode_contexts([contexts[i] for i in ids])
+        encoded = encode_contexts([contexts[i] for i in ids], reads.vocabulary(connection))
         dictionary_id = None
         if encoded.dictionary is not None:
             dictionary_id = connection.execute(
