@@ -21,17 +21,17 @@ def test_merge_remaps_ids_and_skips_known_prompts(db_url: str, tmp_path: Path) -
     with LocalAttrDB(tmp_path / "a.db") as a, LocalAttrDB(tmp_path / "b.db") as b:
         fill(a, records[:8], layer_order=LAYERS)
         fill(b, records[5:], layer_order=reversed_layers)  # overlaps a on 3 prompts
-        b.set_activation_contexts({"h.0.mlp.c_fc:3": {"mean_ci": 0.5, "examples": []}})
+        b.set_vocabulary([" a", " b"])
+        context = {"example_tokens": [["x", " b"]], "example_token_ids": [[0, 1]]}
+        b.set_activation_contexts({"h.0.mlp.c_fc:3": {"mean_ci": 0.5, **context}})
         with LocalAttrDB(db_url) as merged:
             assert merged.merge_from(a) == 8
             assert merged.merge_from(b) == 4
             assert merged.merge_from(b) == 0
             assert merged.get_prompt_count() == 12
             assert merged.get_meta()["run"] == "demo"
-            assert merged.get_activation_context("h.0.mlp.c_fc:3") == {
-                "mean_ci": 0.5,
-                "examples": [],
-            }
+            assert merged.get_vocabulary() == [" a", " b"]  # output labels, context tokens
+            assert merged.get_activation_context("h.0.mlp.c_fc:3") == {"mean_ci": 0.5, **context}
             by_identity = {p.identity: p.id for p in merged.iter_prompts()}
             for record in records:
                 graph = merged.get_graph(by_identity[record.identity])

@@ -56,6 +56,9 @@ def merge_databases(into: LocalAttrDB, other: LocalAttrDB, *, batch_size: int) -
         )
     floor = into.edge_index_min_abs()
     remap = _component_id_map(other, slots)
+    vocabulary = other.get_vocabulary()  # before the contexts, which may leave tokens to it
+    if vocabulary is not None and into.get_vocabulary() is None:
+        into.set_vocabulary(vocabulary)
 
     existing_contexts = set(into.get_activation_contexts())
     missing_contexts = {
