@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from locattr.compute import LoadedRun, compute_graph, compute_graphs, load_run
-from locattr.compute.attribution import blocks
+from locattr.compute.attribution import blocks, stream
 from locattr.compute.attribution.modes import app_diagonal_pairs
 from locattr.compute.component_model import CACHE_INPUTS, ForwardPlan
 from locattr.graph import OUTPUT_LAYER, WTE_LAYER, Graph
@@ -94,6 +94,30 @@ def test_spd_app_position_blocks(
     for prompt, graph in zip(prompts, batched, strict=True):
         _assert_same(graph, reference_spd_app_graph(run, prompt, **_without_mode(options)))
         assert _crossing_edges(graph) > 0
+
+
+@pytest.mark.parametrize("arch", BUILTINS)
+def test_spd_app_chained_through_the_stream(
+    write_spd_run: Callable[[RunSpec], Path], monkeypatch: pytest.MonkeyPatch, arch: str
+) -> None:
+    """Every target that reads the residual stream is chained through it (the probe finds the
+    blocks' writers, o and down projections), here with every block's Jacobian formed (the
+    tests' few rows would form none): the edges are still the reference's."""
+    monkeypatch.setattr(stream, "JACOBIAN_MIN_ROWS", 0.0)
+    run = _load64(write_spd_run, RunSpec(arch=arch))  # type: ignore[arg-type]
+    layout = stream.app_stream(run.model, run.structure)
+    assert layout.writers[0] == WTE_LAYER
+    assert all(name.endswith(("o_proj", "down_proj")) for name in layout.writers[1:])
+    reading = {
+        p.target
+        for p in run.structure.pairs
+        if p.source in layout.writers and not p.crosses_positions
+    }
+    assert layout.chained == reading
+    prompts = [TOKENS, TOKENS[::-1]]
+    options: dict[str, Any] = {**APP, "ci_threshold": 0.0, "attr_threshold": 1e-6}
+    for prompt, graph in zip(prompts, compute_graphs(run, prompts, **options), strict=True):
+        _assert_same(graph, reference_spd_app_graph(run, prompt, **_without_mode(options)))
 
 
 def test_spd_app_model_mixing_positions_elsewhere(

@@ -58,7 +58,8 @@ class ForwardResult:
     With `leaves="acts"`, `post[p]` is the detached leaf that the rest of the forward used and
     `pre[p]` is attached. With `leaves="outputs"`, `post[p]` holds the (unmasked, detached)
     acts, `inputs[p]` the attached module input, and `outputs[p]` the masked components' output
-    `[..., d_out]` as the gradient leaf the rest of the forward used.
+    `[..., d_out]` as the gradient leaf the rest of the forward used; `written[p]` is what the
+    module returned (that leaf plus its delta term), the tensor the rest of the forward read.
     """
 
     output: Tensor
@@ -67,6 +68,7 @@ class ForwardResult:
     pre: dict[str, Tensor] = field(default_factory=dict)
     post: dict[str, Tensor] = field(default_factory=dict)
     outputs: dict[str, Tensor] = field(default_factory=dict)
+    written: dict[str, Tensor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -353,6 +355,8 @@ class ComponentModel(nn.Module):
             constant = plan.leaves != "none" and not plan.delta_paths
             term = comps.delta_output(x.detach() if constant else x, delta.weight)
             out = out + (term if delta.mask is None else delta.mask.unsqueeze(-1) * term)
+        if plan.leaves == "outputs":
+            result.written[info.path] = out
         return out
 
     def _embedding_hook(self, module: nn.Module, args: tuple[Any, ...], output: Tensor) -> Any:

@@ -110,17 +110,25 @@ class _DiagonalAttention(_CausalAttention):
     """The same forward; k and v take only the gradient of their own position's query."""
 
     @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor, ...], output: tuple[Tensor, ...]) -> None:
+        q, k, v = inputs
+        out, probs = output
+        ctx.scale = _scale(q)
+        ctx.mark_non_differentiable(probs)
+        ctx.save_for_backward(*_query_sums(out, probs, q * ctx.scale, k, v, ctx.scale))
+
+    @staticmethod
     def backward(ctx: Any, grad: Tensor, _: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         with_q = bool(ctx.needs_input_grad[0])
-        scaled_q, k, v, probs = ctx.saved_tensors
-        rows = _vmapped_rows(grad, (scaled_q, k, v, probs))
+        own_prob, own_q, v_minus_out, to_q = ctx.saved_tensors
+        saved = (own_prob, own_q, v_minus_out, to_q)
+        rows = _vmapped_rows(grad, saved)
         if rows is not None:
             physical, row_dim, level = rows
-            rows_first = physical.movedim(row_dim, 0)
-            grads = _diagonal_grads(rows_first, scaled_q, k, v, probs, ctx.scale, with_q)
+            grads = _diagonal_grads(physical.movedim(row_dim, 0), *saved, with_q=with_q)
             grads = tuple(_functorch._add_batch_dim(g, 0, level) for g in grads)
         else:
-            grads = _diagonal_grads(grad, scaled_q, k, v, probs, ctx.scale, with_q)
+            grads = _diagonal_grads(grad, *saved, with_q=with_q)
         return grads if with_q else (None, *grads)
 
 
@@ -168,7 +176,7 @@ def attention_grads(
     head, hd] so that projecting them per position needs no copy; q's is zero elsewhere.
     """
     rows, batch, seq, heads, hd = grad.shape
-    active = grad.flatten(-2).abs().amax(-1) > 0  # [rows, batch, seq]
+    active = grad.flatten(-2).ne(0).any(-1)  # [rows, batch, seq]
     if active.numel() == 0 or int(active.sum(-1).max()) > 1:
         grads = _dense_grads(grad, scaled_q, k, v, probs, scale, with_q)
         return grads, (0,) * len(grads)
@@ -192,8 +200,12 @@ def attention_grads(
 def _outer(
     weight: Float[Tensor, "rows batch head seq"], vector: Float[Tensor, "rows batch head hd"]
 ) -> Float[Tensor, "batch seq rows head hd"]:
-    """[batch, seq, rows, head, 1] * [batch, 1, rows, head, hd]."""
-    return weight.permute(1, 3, 0, 2).contiguous()[..., None] * vector.transpose(0, 1)[:, None]
+    """[batch, seq, rows * head, 1] * [batch, 1, rows * head, hd] (rows and heads as one
+    dimension: the broadcast product runs ~2.5x faster on CPU than with them apart)."""
+    rows, batch, heads, seq = weight.shape
+    flat_weight = weight.permute(1, 3, 0, 2).reshape(batch, seq, rows * heads, 1)
+    flat_vector = vector.transpose(0, 1).reshape(batch, 1, rows * heads, -1)
+    return (flat_weight * flat_vector).view(batch, seq, rows, heads, -1)
 
 
 def _dense_grads(
@@ -216,24 +228,41 @@ def _dense_grads(
     return grad_q, grad_k, grad_v
 
 
-def _diagonal_grads(
-    grad: Tensor,
-    scaled_q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    probs: Tensor,
+def _query_sums(
+    out: Float[Tensor, "batch seq head hd"],
+    probs: Float[Tensor, "batch head seq seq"],
+    scaled_q: Float[Tensor, "batch seq head hd"],
+    k: Float[Tensor, "batch seq head hd"],
+    v: Float[Tensor, "batch seq head hd"],
     scale: float,
+) -> tuple[Tensor, ...]:
+    """Per query s and head, what the diagonal backward needs (see `_diagonal_grads`)."""
+    own_prob = probs.diagonal(dim1=-2, dim2=-1).transpose(1, 2)[..., None]  # [b, s, h, 1]
+    k_bar = torch.einsum("bhst,bthd->bshd", probs, k)
+    vk = torch.einsum("bhst,bthed->bshed", probs, v[..., :, None] * k[..., None, :])
+    to_q = (vk - out[..., :, None] * k_bar[..., None, :]).mul_(scale)
+    return own_prob, own_prob * scaled_q, v - out, to_q
+
+
+def _diagonal_grads(
+    grad: Float[Tensor, "... batch seq head hd"],
+    own_prob: Float[Tensor, "batch seq head 1"],
+    own_q: Float[Tensor, "batch seq head hd"],
+    v_minus_out: Float[Tensor, "batch seq head hd"],
+    to_q: Float[Tensor, "batch seq head hd hd"],
     with_q: bool = True,
 ) -> tuple[Tensor, ...]:
-    """`_dense_grads` with k's and v's gradients at position t taken from query t alone (the
-    diagonal of the pattern); q's is complete, since query s only ever feeds output s."""
-    grad_probs = torch.einsum("...bshd,bthd->...bhst", grad, v)
-    grad_scores = probs * (grad_probs - (grad_probs * probs).sum(-1, keepdim=True))
-    own_prob = probs.diagonal(dim1=-2, dim2=-1).transpose(-1, -2)[..., None]  # [b, t, h, 1]
-    own_score = grad_scores.diagonal(dim1=-2, dim2=-1).transpose(-1, -2)[..., None]
+    """k's and v's gradients at position t from query t alone (the diagonal of the pattern);
+    q's is complete, since query s only ever feeds output s.
+
+    With g the gradient of output s = sum_t p_st v_t, the score s-t takes p_st g.(v_t - o_s),
+    so the diagonal's is p_ss g.(v_s - o_s) (k's gradient: that times the scaled q_s; v's:
+    p_ss g), and q's, scale * sum_t p_st g.(v_t - o_s) k_t, is g times the [hd, hd] matrix
+    `to_q` = scale * sum_t p_st (v_t - o_s) k_t^T: per query one small product, never the
+    [seq, seq] pattern per row of gradients.
+    """
     grad_v = own_prob * grad
-    grad_k = own_score * scaled_q
+    grad_k = (grad * v_minus_out).sum(-1, keepdim=True) * own_q
     if not with_q:
         return grad_k, grad_v
-    grad_q = torch.einsum("...bhst,bthd->...bshd", grad_scores, k).mul_(scale)
-    return grad_q, grad_k, grad_v
+    return torch.einsum("...bshe,bshed->...bshd", grad, to_q), grad_k, grad_v

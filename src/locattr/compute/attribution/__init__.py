@@ -28,9 +28,15 @@ gradient) are projected together, their alive units side by side, in one product
 Prefixes (`blocks`). Targets seeded per unit go in blocks of target positions, each over a
 forward of just the prefix that holds it.
 
+The residual stream (`stream`). The app's gradients run through every layer's delta terms, so
+a backward from a deep target crosses every block below it. Targets that read the stream are
+instead chained down it, block by block, with each busy block's position-diagonal Jacobian
+formed once per forward.
+
 Layout: `nodes` (alive units, node ids), `sources` (padded source units), `rows` (seeds and
-slots), `blocks` (position blocks), `edges` (backward, projection, kept values), `host` (graphs
-copied to the host), `modes` (what each mode computes), `driver` (the phases in order).
+slots), `blocks` (position blocks), `stream` (gradients chained down the residual stream),
+`edges` (backward, projection, kept values), `host` (graphs copied to the host), `modes` (what
+each mode computes), `driver` (the phases in order).
 """
 
 from locattr.compute.attribution.driver import DEFAULT_CHUNK_BYTES, compute_graph, compute_graphs

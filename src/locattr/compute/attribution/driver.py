@@ -23,15 +23,18 @@ from locattr.compute.attribution.modes import (
     split_pairs,
 )
 from locattr.compute.attribution.nodes import LayerUnits, index_nodes
-from locattr.compute.attribution.rows import make_target, shared_inputs
+from locattr.compute.attribution.rows import Target, layout_rows, make_target, shared_inputs
 from locattr.compute.attribution.sources import SourceBank, SourcePair, source_parts
+from locattr.compute.attribution.stream import Stream, app_stream
 from locattr.compute.component_model import (
     CACHE_INPUTS,
     ComponentModel,
+    DeltaTerm,
     ForwardResult,
     KnownOutputs,
 )
 from locattr.compute.run_loading import LoadedRun
+from locattr.compute.structure import Structure
 from locattr.graph import ATTRIBUTION_MODES, OUTPUT_LAYER, WTE_LAYER, AttributionMode, Graph
 
 DEFAULT_CHUNK_BYTES = 1 << 30
@@ -83,10 +86,11 @@ class _Forwards:
     ) -> ForwardResult:
         """The forward of the first `length` positions (causal models compute them exactly as
         the whole prompt does), reusing `known`'s leaves, of which only `leaves` take
-        gradients."""
+        gradients (the embedding too: in the app's forward, where it reaches every delta term,
+        a leaf there would make attention's backward compute q's gradient for nothing)."""
         plan = self.how.plan(
             length,
-            embedding_leaf=self.include_wte,
+            embedding_leaf=self.include_wte and (leaves is None or WTE_LAYER in leaves),
             known=None if known is None else KnownOutputs(known.outputs, leaves),
         )
         with torch.enable_grad(), diagonal_gradients() if diagonal else nullcontext():
@@ -156,12 +160,27 @@ def compute_graphs(
 
     runs: dict[str, list[EdgeRun]] = {name: [] for name in split}
     per_position = {name: list(t.per_position) for name, t in split.items()}
-    for names in shared_inputs(per_position, result.inputs):
-        target = make_target(model, result, names, [layers[name] for name in names])
+    targets = [
+        make_target(model, result, names, [layers[name] for name in names])
+        for names in shared_inputs(per_position, result.inputs)
+    ]
+    stream = None
+    if diagonal_forward:
+        assert how.deltas is not None, "the app's forward adds every delta term"
+        stream = _app_stream(model, structure, result, how.deltas, targets, per_position)
+    for target in targets:
+        pairs = per_position[target.names[0]]
+        chained = stream is not None and stream.layout.chains(target.names, _sources(pairs))
         found = attribute(
-            target, per_position[names[0]], bank, attr_threshold, chunk_bytes, per_unit=False
+            target,
+            pairs,
+            bank,
+            attr_threshold,
+            chunk_bytes,
+            per_unit=False,
+            stream=stream if chained else None,
         )
-        for name, target_runs in zip(names, found, strict=True):
+        for name, target_runs in zip(target.names, found, strict=True):
             runs[name] += target_runs
     per_unit = {name: t.per_unit for name, t in split.items() if t.per_unit}
     if per_unit:
@@ -179,6 +198,29 @@ def compute_graphs(
             runs[name] += target_runs
     edges = [merge(runs[name], index.n_nodes) for name in structure.targets if runs.get(name)]
     return graphs(layer_names, layers, edges, batch)
+
+
+def _sources(pairs: Sequence[SourcePair]) -> list[str]:
+    return [p.source for p in pairs]
+
+
+def _app_stream(
+    model: ComponentModel,
+    structure: Structure,
+    result: ForwardResult,
+    deltas: Mapping[str, DeltaTerm],
+    targets: Sequence[Target],
+    per_position: Mapping[str, Sequence[SourcePair]],
+) -> Stream:
+    """The app's residual stream over `result`, with Jacobians for the blocks that the rows of
+    the targets it chains go through most."""
+    layout = app_stream(model, structure)
+    reads = []
+    for target in targets:
+        sources = _sources(per_position[target.names[0]])
+        if layout.chains(target.names, sources):
+            reads.append((sources, layout_rows(target, per_position=True).n_rows))
+    return Stream(layout, result, deltas, reads)
 
 
 def _per_unit_edges(

@@ -20,6 +20,7 @@ from locattr.compute.attribution.rows import (
     target_slots,
 )
 from locattr.compute.attribution.sources import PaddedSource, PositionRule, SourceBank, SourcePair
+from locattr.compute.attribution.stream import Stream
 from locattr.compute.vjp import batched_grad
 
 
@@ -63,10 +64,12 @@ def attribute(
     attr_threshold: float,
     chunk_bytes: int,
     per_unit: bool,
+    stream: Stream | None = None,
 ) -> list[list[EdgeRun]]:
     """Edges into each of the target's layers from `pairs`, one sorted run per layer and chunk
     of rows. per_unit: each row seeds one unit per prompt (gradients may cross positions);
-    otherwise one unit per prompt and position (they must not)."""
+    otherwise one unit per prompt and position (they must not). `stream`: the gradients come
+    from its chain (the target reads the stream its sources write)."""
     found: list[list[EdgeRun]] = [[] for _ in target.names]
     layout = layout_rows(target, per_position=not per_unit)
     units = layout.units
@@ -87,7 +90,11 @@ def attribute(
     for chunk, start in enumerate(range(0, n_rows, chunk_rows)):
         chunk_units = units.select(slice(bounds[chunk], bounds[chunk + 1]), first_row=start)
         n_chunk = min(chunk_rows, n_rows - start)
-        grads = batched_grad(target.seeded, leaves, seeds(target, n_chunk, chunk_units))
+        seeded = seeds(target, n_chunk, chunk_units)
+        if stream is None:
+            grads = batched_grad(target.seeded, leaves, seeded)
+        else:
+            grads = stream.grads(target.seeded, names, seeded)
         projections = [
             Projection(
                 bank.padded(joined),
