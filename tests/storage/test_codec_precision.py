@@ -132,6 +132,19 @@ def test_stored_node_ci_is_what_blobs_decode_to(ci: np.ndarray, encoding: ValueE
     np.testing.assert_array_equal(stored.view(np.uint32), decoded.node_ci.view(np.uint32))
 
 
+def test_node_ci_keeps_its_precision_when_the_values_fall_back_to_float32() -> None:
+    """A value a step cannot count stores the edge values as float32; the node CIs are still
+    what `stored_node_ci` says (the index is computed from them)."""
+    graph = graph_with_values(np.array([np.nan, 0.5], np.float32))
+    graph = Graph(**{**graph.__dict__, "node_ci": np.array([0.1234567, 0.25], np.float32)})
+    blob = encode_graph(graph, value_encoding=Quantized(1e-6))
+    decoded = decode_graph(blob)
+    assert blob[5] == 0  # the values' code: float32
+    stored = stored_node_ci(graph.node_ci, Quantized(1e-6))
+    np.testing.assert_array_equal(decoded.node_ci, stored)
+    assert decoded.node_ci[0] != graph.node_ci[0]
+
+
 @settings(max_examples=100, deadline=None)
 @given(hnp.arrays(np.float32, st.integers(0, 100), elements=st.floats(width=32, allow_nan=True)))
 def test_float32_stays_bit_exact(values: np.ndarray) -> None:

@@ -6,9 +6,9 @@ Layout (little-endian)::
     | u32 header length | header (JSON) | body
 
 Format 4 (written): the header holds ``layers``, ``n_nodes``, ``n_edges`` and ``columns``, one
-``[encoding, stored dtype, frame bytes]`` per column in the order of `COLUMNS`, and with value
-code 2 ``value_step`` and ``ci_step``; the body is one zstd frame per column (with its content
-size and a checksum), back to back. Encodings:
+``[encoding, stored dtype, frame bytes]`` per column in the order of `COLUMNS`, with value
+code 2 ``value_step``, and ``ci_step`` when node CIs are quantized; the body is one zstd
+frame per column (with its content size and a checksum), back to back. Encodings:
 
 - ``plain``: the values, byte-shuffled (byte 0 of all values, then byte 1, ...) so that zstd
   sees the low-entropy high bytes together;
@@ -16,7 +16,7 @@ size and a checksum), back to back. Encodings:
   edge tables then hold mostly tiny deltas);
 - ``runs`` (``edge_target`` only, when it is non-decreasing as in canonical order): the number
   of edges into each node, in node order, byte-shuffled;
-- ``quantized`` (``edge_value`` and ``node_ci``, value code 2): each value as the integer
+- ``quantized`` (``edge_value`` with value code 2, and ``node_ci``): each value as the integer
   ``q = round(value / step)``, zigzag-coded (0, -1, 1, -2, ... -> 0, 1, 2, 3, ...),
   byte-shuffled; it decodes to the float32 nearest to ``q * step``. The step is
   ``value_step`` for edge values and ``ci_step`` (`index_rows.CI_UNIT`, the precision the
@@ -171,7 +171,7 @@ def encode_graph(
     as level 3 and the frames inflate about twice as fast.
     """
     values = _value_column(graph.edge_value, value_encoding)
-    ci = _ci_column(graph.node_ci, values)
+    ci = _ci_column(graph.node_ci, value_encoding)
     target = graph.edge_target
     if graph.n_edges == 0 or bool(np.all(target[1:] >= target[:-1])):
         target_column = (_RUNS, np.bincount(target, minlength=graph.n_nodes).astype(np.int32))
@@ -245,7 +245,7 @@ def stored_edge_values(
 def stored_node_ci(ci: NDArray[np.float32], value_encoding: ValueEncoding) -> NDArray[np.float32]:
     """The node CIs a blob encoded with `value_encoding` decodes to: what the index rows of its
     prompt are computed from (as `stored_edge_values` for the corpus tables)."""
-    column = _ci_column(ci, _value_column(np.zeros(0, np.float32), value_encoding))
+    column = _ci_column(ci, value_encoding)
     if column.step is not None:
         return _dequantized(column.column, column.step)
     return ci
@@ -280,13 +280,14 @@ def _value_column(values: NDArray[np.float32], encoding: ValueEncoding) -> _Valu
             return _ValueColumn(_QUANTIZED_CODE, _QUANTIZED, quantized, step)
 
 
-def _ci_column(ci: NDArray[np.float32], values: _ValueColumn) -> _ValueColumn:
-    """Node CIs at `CI_UNIT` where the edge values are quantized too (lossy blobs are lossy in
-    both, at the precisions the README states); plain float32 otherwise."""
-    quantized = _quantized(ci, CI_UNIT) if values.step is not None else None
+def _ci_column(ci: NDArray[np.float32], encoding: ValueEncoding) -> _ValueColumn:
+    """Node CIs at `CI_UNIT` when the encoding quantizes (lossy blobs are lossy in both, at the
+    precisions the README states), whatever became of the edge values; float32 otherwise, and
+    when a CI is not finite. (The value code is the edge values'.)"""
+    quantized = _quantized(ci, CI_UNIT) if isinstance(encoding, Quantized) else None
     if quantized is None:
-        return _ValueColumn(values.code, _PLAIN, ci)
-    return _ValueColumn(values.code, _QUANTIZED, quantized, CI_UNIT)
+        return _ValueColumn(int(ValueDtype.FLOAT32), _PLAIN, ci)
+    return _ValueColumn(_QUANTIZED_CODE, _QUANTIZED, quantized, CI_UNIT)
 
 
 def _quantized(values: NDArray[np.float32], step: float) -> NDArray[Any] | None:
@@ -350,8 +351,8 @@ def decode_graph(blob: bytes) -> Graph:
             steps = {}
             if dtype_code == _QUANTIZED_CODE:
                 steps["edge_value"] = _step(header, "value_step")
-                if "ci_step" in header and version >= 4:
-                    steps["node_ci"] = _step(header, "ci_step")
+            if "ci_step" in header and version >= 4:
+                steps["node_ci"] = _step(header, "ci_step")
             columns = _decode_v2(
                 blob, body_start, header["columns"], dtype_code, steps, n_nodes, n_edges
             )
